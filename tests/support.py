@@ -1,0 +1,61 @@
+"""Helpers the tests share: secrets, service environments, database admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def strong_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def with_password(url: str, password: str) -> str:
+    """The URL with a password: PostgreSQL here trusts loopback, so it is only checked by
+    the services' own settings validation, which demands a strong one in production."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{parts.username or 'postgres'}:{password}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def service_env(database_url: str, *, jwt_key: str, internal_key: str,
+                **extra: str) -> dict[str, str]:
+    """A complete production environment for any service, pointed at the test database."""
+    env = {
+        "App__Environment": "production",
+        "JWT__SecretKey": jwt_key,
+        "Internal__SecretKey": internal_key,
+        "Database__Url": with_password(database_url, strong_secret()),
+        "Log__Level": "warning",
+    }
+    env.update(extra)
+    return env
+
+
+async def server_answers(url: str) -> bool:
+    try:
+        connection = await asyncpg.connect(url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    await connection.close()
+    return True
+
+
+def run(coro):
+    return asyncio.run(coro)

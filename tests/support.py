@@ -59,3 +59,17 @@ async def server_answers(url: str) -> bool:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def internal_headers(internal_key: str, audience: str, *, user_id: str | None = None,
+                     session_id: str | None = None, client_ip: str | None = "127.0.0.1",
+                     user_agent: str | None = "pytest") -> dict[str, str]:
+    """Headers the gateway would send: a fresh internal identity token for ``audience``."""
+    from shared.config import KeySet, Secret
+    from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec, mint_internal_token
+
+    codec = internal_codec(KeySet(Secret(internal_key)), audience)
+    token = mint_internal_token(codec, audience=audience, user_id=user_id,
+                                session_id=session_id, client_ip=client_ip,
+                                user_agent=user_agent)
+    return {INTERNAL_TOKEN_HEADER: token}

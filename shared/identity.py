@@ -24,8 +24,6 @@ INTERNAL_TOKEN_HEADER = "X-Tempo-Identity"  # noqa: S105 - a header name, not a 
 INTERNAL_ISSUER = "tempo-gateway"
 INTERNAL_LIFETIME_SECONDS = 60
 ANONYMOUS = "anonymous"
-# Set on the request by the middleware for handlers to read.
-IDENTITY = "identity"
 
 log = structlog.get_logger("identity")
 
@@ -41,6 +39,10 @@ class Identity:
     @property
     def authenticated(self) -> bool:
         return self.user_id is not None
+
+
+# Set on the request by the middleware for handlers to read.
+IDENTITY = web.RequestKey("identity", Identity)
 
 
 def internal_codec(keys: KeySet, audience: str) -> TokenCodec:

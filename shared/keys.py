@@ -10,4 +10,4 @@ from shared.config import CommonSettings
 COMMON_SETTINGS = web.AppKey("common_settings", CommonSettings)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 # The request id of the request being served, set by the request-id middleware.
-REQUEST_ID = "request_id"
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,1 @@
+"""Running Tempo: the local stack, production files, backups."""

@@ -1,0 +1,85 @@
+"""Per-service PostgreSQL roles with least privilege.
+
+auth and media each own one schema; the gateway may only read ``auth.revoked_tokens`` and
+LISTEN. The same rules are written in SQL for compose in ``deploy/postgres/``.
+
+Role names and passwords reach PostgreSQL through ``format('%I', '%L')`` on the server, so
+nothing here splices a value into SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import asyncpg
+
+_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+OWNED_SCHEMAS = {"auth": "auth", "media": "media"}
+REVOCATION_VIEW = "auth.revoked_tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    service: str
+    name: str
+    password: str
+
+
+def role_name(prefix: str, service: str) -> str:
+    name = f"{prefix}_{service}"
+    if _NAME.fullmatch(name) is None:
+        raise ValueError(f"not a valid role name: {name!r}")
+    return name
+
+
+async def _run(connection: asyncpg.Connection, template: str, *args: str) -> None:
+    placeholders = ", ".join(f"${index + 2}::text" for index in range(len(args)))
+    statement = await connection.fetchval(f"SELECT format($1::text, {placeholders})",
+                                          template, *args)
+    await connection.execute(statement)
+
+
+async def ensure_database(admin: asyncpg.Connection, database: str) -> None:
+    if _NAME.fullmatch(database) is None:
+        raise ValueError(f"not a valid database name: {database!r}")
+    exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+    if not exists:
+        await _run(admin, "CREATE DATABASE %I", database)
+
+
+async def ensure_roles(admin: asyncpg.Connection, database: str, roles: list[Role]) -> None:
+    """Create or update the roles; ``admin`` is a superuser connected to ``database``."""
+    await _run(admin, "REVOKE ALL ON DATABASE %I FROM PUBLIC", database)
+    await admin.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+    for role in roles:
+        exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role.name)
+        verb = "ALTER" if exists else "CREATE"
+        await _run(admin, f"{verb} ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                   "NOINHERIT NOREPLICATION PASSWORD %L", role.name, role.password)
+        await _run(admin, "GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I", database, role.name)
+        schema = OWNED_SCHEMAS.get(role.service)
+        if schema is not None:
+            # The shared migration runner says CREATE SCHEMA IF NOT EXISTS, which PostgreSQL
+            # checks against the database's CREATE privilege even when the schema exists.
+            await _run(admin, "GRANT CREATE ON DATABASE %I TO %I", database, role.name)
+            await _run(admin, f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION %I",
+                       role.name)
+            await _run(admin, f"ALTER SCHEMA {schema} OWNER TO %I", role.name)
+
+
+async def grant_revocation_reader(admin: asyncpg.Connection, gateway_role: str) -> bool:
+    """Let the gateway read the revocation view; False while auth has not created it yet."""
+    if await admin.fetchval("SELECT to_regclass($1)", REVOCATION_VIEW) is None:
+        return False
+    await _run(admin, "GRANT USAGE ON SCHEMA auth TO %I", gateway_role)
+    await _run(admin, f"GRANT SELECT ON {REVOCATION_VIEW} TO %I", gateway_role)
+    return True
+
+
+async def drop_roles(admin: asyncpg.Connection, names: list[str]) -> None:
+    """Drop roles after their objects (run in every database that holds any)."""
+    for name in names:
+        if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
+            await _run(admin, "DROP OWNED BY %I CASCADE", name)
+            await _run(admin, "DROP ROLE %I", name)

@@ -1,0 +1,492 @@
+"""The whole stack on one machine: PostgreSQL, secrets, roles, and the three services.
+
+``python -m deploy.stack`` (what ``make run`` calls) starts an embedded PostgreSQL under
+``./var/pg`` unless ``Database__Url`` is set, generates secrets on first run into
+``./var/secrets``, gives each service its own database role, starts auth, media and
+gateway as separate processes, and stays in the foreground with their logs prefixed by
+name until Ctrl-C or SIGTERM. A service that dies is reported and restarted with backoff.
+
+The same runner is a Python API for tests::
+
+    async with Stack(tmp_path, admin_url=url, env={"Log__Level": "warning"}) as stack:
+        stack.url                      # the gateway's base URL
+        await stack.kill("media")      # SIGKILL; restarted by the supervisor
+        await stack.wait_healthy("media")
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+from deploy import roles
+from deploy.generate_secrets import ensure_secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("auth", "media", "gateway")
+DEFAULT_PORTS = {"gateway": 8080, "auth": 8081, "media": 8082}
+SECRET_SETTINGS = ("JWT__SecretKey", "Internal__SecretKey", "Database__Password")
+
+INITIAL_BACKOFF = 0.5
+MAX_BACKOFF = 30.0
+# A process that stayed up this long is healthy again: its next crash starts the backoff over.
+STABLE_AFTER = 30.0
+STOP_GRACE = 10.0
+LOG_TAIL = 400
+
+PR_SET_PDEATHSIG = 1
+
+
+class StackError(Exception):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # If the runner itself is killed with SIGKILL it cannot stop its children; the kernel can.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def database_url_for(admin_url: str, *, user: str, database: str) -> str:
+    """``admin_url`` pointed at ``database`` as ``user``, without a password."""
+    parts = urlsplit(admin_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host += f":{parts.port}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
+    return urlunsplit((parts.scheme, f"{quote(user, safe='')}@{host}", f"/{database}",
+                       query, ""))
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    want_running: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    supervisor: asyncio.Task[None] | None = None
+    pump: asyncio.Task[None] | None = None
+    starts: int = 0
+    exits: list[int] = field(default_factory=list)
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
+
+
+class Stack:
+    """PostgreSQL (given or embedded), secrets, roles, and the three supervised services."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        ports: Mapping[str, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
+        admin_url: str | None = None,
+        database_url: str | None = None,
+        database: str = "tempo",
+        role_prefix: str = "tempo",
+        development: bool = False,
+        host: str = "127.0.0.1",
+        echo: Callable[[str], None] | None = None,
+        drop_database_on_exit: bool = False,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.host = host
+        self.database = database
+        self.role_prefix = role_prefix
+        self.development = development
+        self.drop_database_on_exit = drop_database_on_exit
+        self.startup_timeout = startup_timeout
+        self._env = dict(env or {})
+        self._service_env = {name: dict(values) for name, values in (service_env or {}).items()}
+        self._given_database_url = database_url
+        self.admin_url = admin_url
+        self._echo = echo or (lambda line: None)
+        self._pgserver = None
+        self._closing = False
+        self._session: aiohttp.ClientSession | None = None
+        chosen = dict(DEFAULT_PORTS)
+        chosen.update(ports or {})
+        self.services = {name: Service(name, chosen[name]) for name in SERVICES}
+        self.media_root = self.root / "media"
+        self.secrets_dir = self.root / "secrets"
+        self.logs_dir = self.root / "logs"
+        self.role_names = {name: roles.role_name(role_prefix, name) for name in SERVICES}
+
+    # ----------------------------------------------------------------- addresses
+    @property
+    def url(self) -> str:
+        return self.service_url("gateway")
+
+    def service_url(self, name: str) -> str:
+        return f"http://{self.host}:{self.services[name].port}"
+
+    def database_url(self, name: str) -> str:
+        """The URL the service connects with (its password is in ``Database__Password_FILE``)."""
+        return self.services[name].env["Database__Url"]
+
+    def pid(self, name: str) -> int | None:
+        process = self.services[name].process
+        return None if process is None or process.returncode is not None else process.pid
+
+    def logs(self, name: str) -> str:
+        return "\n".join(self.services[name].tail)
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.media_root.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        secret_files = ensure_secrets(self.secrets_dir)
+        database_urls = await self._prepare_database(secret_files)
+        for name, service in self.services.items():
+            service.env = self._environment(name, database_urls[name], secret_files)
+        await self.start_service("auth", wait=False)
+        await self.start_service("media", wait=False)
+        await self.wait_healthy("auth", timeout=self.startup_timeout)
+        await self._grant_gateway()
+        await self.start_service("gateway", wait=False)
+        await self.wait_healthy("media", timeout=self.startup_timeout)
+        await self.wait_healthy("gateway", timeout=self.startup_timeout)
+
+    async def stop(self) -> None:
+        self._closing = True
+        # The gateway first, so nothing is proxied to a service that is already going.
+        for name in ("gateway", "media", "auth"):
+            service = self.services[name]
+            service.want_running = False
+            service.changed.set()
+            await self._terminate(service)
+        for service in self.services.values():
+            if service.supervisor is not None:
+                service.supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await service.supervisor
+                service.supervisor = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self.drop_database_on_exit and self.admin_url and not self._given_database_url:
+            await self._drop_database()
+        if self._pgserver is not None:
+            server, self._pgserver = self._pgserver, None
+            await asyncio.get_running_loop().run_in_executor(None, server.cleanup)
+
+    # ----------------------------------------------------------------- control
+    async def start_service(self, name: str, *, wait: bool = True) -> None:
+        service = self.services[name]
+        service.want_running = True
+        service.changed.set()
+        if service.supervisor is None or service.supervisor.done():
+            service.supervisor = asyncio.create_task(self._supervise(service),
+                                                     name=f"supervise-{name}")
+        if wait:
+            await self.wait_healthy(name, timeout=self.startup_timeout)
+
+    async def stop_service(self, name: str) -> None:
+        """SIGTERM and wait; the service stays down until ``start_service``."""
+        service = self.services[name]
+        service.want_running = False
+        service.changed.set()
+        await self._terminate(service)
+
+    async def kill(self, name: str, *, restart: bool = True) -> None:
+        """SIGKILL the service's process group. With ``restart`` the supervisor brings it
+        back after its backoff, as it would after a crash; without, it stays down."""
+        service = self.services[name]
+        if not restart:
+            service.want_running = False
+            service.changed.set()
+        process = service.process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    async def restart(self, name: str) -> None:
+        await self.stop_service(name)
+        await self.start_service(name)
+
+    async def wait_healthy(self, name: str, *, timeout: float = 60.0,  # noqa: ASYNC109
+                           path: str = "/health") -> None:
+        """Until the service's current process answers 200 on ``path``."""
+        service = self.services[name]
+        deadline = time.monotonic() + timeout
+        url = f"{self.service_url(name)}{path}"
+        while True:
+            process = service.process
+            if process is not None and process.returncode is None and self._session:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    async with self._session.get(url) as response:
+                        if response.status == 200:
+                            return
+            if service.exits and service.exits[-1] == 2 and not self._closing and \
+                    (process is None or process.returncode is not None):
+                raise StackError(f"{name} refused its settings:\n{self.logs(name)}")
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} did not answer {path} within {timeout:.0f}s:\n"
+                                 f"{self.logs(name)}")
+            await asyncio.sleep(0.1)
+
+    # ----------------------------------------------------------------- internals
+    async def _prepare_database(self, secret_files: dict[str, Path]) -> dict[str, str]:
+        if self._given_database_url:
+            return dict.fromkeys(SERVICES, self._given_database_url)
+        if self.admin_url is None:
+            self.admin_url = await self._start_pgserver()
+        admin = await asyncpg.connect(self.admin_url)
+        try:
+            await roles.ensure_database(admin, self.database)
+        finally:
+            await admin.close()
+        admin = await asyncpg.connect(self._admin_in_database())
+        try:
+            await roles.ensure_roles(admin, self.database, [
+                roles.Role(name, self.role_names[name],
+                           secret_files[f"db_{name}_password"].read_text().strip())
+                for name in SERVICES
+            ])
+        finally:
+            await admin.close()
+        return {name: database_url_for(self.admin_url, user=self.role_names[name],
+                                       database=self.database) for name in SERVICES}
+
+    def _admin_in_database(self) -> str:
+        assert self.admin_url is not None
+        parts = urlsplit(self.admin_url)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{self.database}", parts.query, ""))
+
+    async def _start_pgserver(self) -> str:
+        import pgserver
+
+        folder = self.root / "pg"
+        self._echo(f"stack   | starting PostgreSQL in {folder}")
+        loop = asyncio.get_running_loop()
+        self._pgserver = await loop.run_in_executor(
+            None, lambda: pgserver.get_server(folder, cleanup_mode="stop"))
+        return str(self._pgserver.get_uri())
+
+    async def _grant_gateway(self) -> None:
+        if self._given_database_url:
+            return
+        admin = await asyncpg.connect(self._admin_in_database())
+        try:
+            if not await roles.grant_revocation_reader(admin, self.role_names["gateway"]):
+                raise StackError("auth is up but auth.revoked_tokens does not exist")
+        finally:
+            await admin.close()
+
+    async def _drop_database(self) -> None:
+        admin = await asyncpg.connect(self.admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            await roles.drop_roles(admin, list(self.role_names.values()))
+        finally:
+            await admin.close()
+
+    def _environment(self, name: str, database_url: str, secret_files: dict[str, Path]
+                     ) -> dict[str, str]:
+        env = {key: value for key, value in os.environ.items() if "__" not in key}
+        env["PYTHONUNBUFFERED"] = "1"
+        settings = {
+            "App__Environment": "development" if self.development else "production",
+            "Server__Host": self.host,
+            "Server__Port": str(self.services[name].port),
+            "Database__Url": database_url,
+            "JWT__SecretKey_FILE": str(secret_files["jwt_key"]),
+            "Internal__SecretKey_FILE": str(secret_files["internal_key"]),
+        }
+        if not self._given_database_url:
+            settings["Database__Password_FILE"] = str(secret_files[f"db_{name}_password"])
+        if name == "auth" and self.development:
+            # Browsers drop Secure cookies on plain-HTTP localhost.
+            settings["Auth__CookieSecure"] = "false"
+        if name == "media":
+            settings["MediaStorage__RootPath"] = str(self.media_root)
+        if name == "gateway":
+            settings["Upstreams__Auth"] = self.service_url("auth")
+            settings["Upstreams__Media"] = self.service_url("media")
+        overrides = {**self._env, **self._service_env.get(name, {})}
+        for key in SECRET_SETTINGS:
+            # A secret given directly wins over the generated file (both would be refused).
+            if key in overrides:
+                settings.pop(f"{key}_FILE", None)
+            if f"{key}_FILE" in overrides:
+                settings.pop(key, None)
+        settings.update(overrides)
+        env.update(settings)
+        return env
+
+    async def _spawn(self, service: Service) -> asyncio.subprocess.Process:
+        log_file = (self.logs_dir / f"{service.name}.log").open("ab")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", f"services.{service.name}",
+                cwd=ROOT, env=service.env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        except BaseException:
+            log_file.close()
+            raise
+        service.starts += 1
+        service.pump = asyncio.create_task(self._pump(service, process, log_file),
+                                           name=f"log-{service.name}")
+        return process
+
+    async def _pump(self, service: Service, process: asyncio.subprocess.Process,
+                    log_file) -> None:
+        assert process.stdout is not None
+        prefix = f"{service.name:<8}| "
+        try:
+            async for raw in process.stdout:
+                log_file.write(raw)
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                service.tail.append(line)
+                self._echo(prefix + line)
+        finally:
+            log_file.close()
+
+    async def _supervise(self, service: Service) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = INITIAL_BACKOFF
+        while not self._closing:
+            if not service.want_running:
+                service.changed.clear()
+                await service.changed.wait()
+                continue
+            started = loop.time()
+            service.process = await self._spawn(service)
+            code = await service.process.wait()
+            service.exits.append(code)
+            if self._closing or not service.want_running:
+                continue
+            if loop.time() - started > STABLE_AFTER:
+                backoff = INITIAL_BACKOFF
+            self._echo(f"stack   | {service.name} exited with status {code}; "
+                       f"restarting in {backoff:.1f}s")
+            service.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(service.changed.wait(), backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _terminate(self, service: Service) -> None:
+        process = service.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        # Anything the service itself started in its group goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _settings_from_environment() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if "__" in key}
+
+
+async def _serve(args: argparse.Namespace, root: Path) -> int:
+    overrides = _settings_from_environment()
+    database_url = overrides.pop("Database__Url", None)
+    overrides.setdefault("Log__Level", "info")
+
+    def echo(line: str) -> None:
+        print(line, flush=True)
+
+    stack = Stack(root, env=overrides, database_url=database_url,
+                  development=not args.production, host=args.host, echo=echo,
+                  ports={"gateway": args.port, "auth": args.port + 1,
+                         "media": args.port + 2})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    starting = asyncio.create_task(stack.start())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done() and starting.exception() is None:
+            print(f"\nTempo is running at {stack.url}/  (Ctrl-C stops everything)\n",
+                  flush=True)
+            await stopped
+        elif starting.done():
+            print(f"stack   | could not start: {starting.exception()}", file=sys.stderr)
+            return 1
+    finally:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+        print("stack   | stopping", flush=True)
+        await stack.stop()
+        stopped.cancel()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.stack",
+                                     description="Run the whole Tempo stack on this machine.")
+    parser.add_argument("--var", default=str(ROOT / "var"),
+                        help="state folder: embedded database, secrets, media, logs")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORTS["gateway"],
+                        help="gateway port; auth and media take the next two")
+    parser.add_argument("--production", action="store_true",
+                        help="production mode (Secure cookies: needs HTTPS in front)")
+    args = parser.parse_args(argv)
+    return asyncio.run(_serve(args, Path(args.var).resolve()))
+
+
+def new_role_prefix() -> str:
+    """A role prefix no other run on the same server will pick (for tests)."""
+    return f"tempo_{secrets.token_hex(4)}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Background upkeep: expired sessions and stale failed-login records are purged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from services.auth import store
+from services.auth.keys import AUTH_SETTINGS
+from shared.keys import DB_POOL
+
+log = structlog.get_logger("maintenance")
+
+
+async def purge(pool: asyncpg.Pool, stale_after: timedelta) -> tuple[int, int]:
+    """Delete expired sessions and failure records untouched for ``stale_after``.
+
+    An expired session needs no revocation entry: the gateway refuses expired tokens.
+    """
+    async with pool.acquire() as connection:
+        sessions = await store.delete_expired_sessions(connection)
+        cutoff = await store.now(connection) - stale_after
+        failures = await store.delete_stale_failures(connection, cutoff)
+    return sessions, failures
+
+
+async def _purge_forever(pool: asyncpg.Pool, interval: float, stale_after: timedelta) -> None:
+    while True:
+        try:
+            sessions, failures = await purge(pool, stale_after)
+            if sessions or failures:
+                log.info("purged", sessions=sessions, failure_records=failures)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            # The database may be restarting; the next round tries again.
+            log.warning("purge_failed", exc_info=True)
+        await asyncio.sleep(interval)
+
+
+async def purge_context(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context that runs the purge every ``Auth__SessionPurgeIntervalSeconds``."""
+    settings = app[AUTH_SETTINGS]
+    # A failure record matters for at most a window plus the longest lock.
+    stale_after = timedelta(seconds=settings.lockout_window_seconds
+                            + settings.lockout_max_seconds)
+    task = asyncio.create_task(
+        _purge_forever(app[DB_POOL], settings.purge_interval_seconds, stale_after),
+        name="auth-purge")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,78 @@
+"""The auth service's settings: the shared ones plus its own ``Auth__*`` keys."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import PRODUCTION, CommonSettings, Env, SettingsError, load_common
+
+SERVICE = "auth"
+DEFAULT_PORT = 8081
+
+# bcrypt below 10 is too cheap to slow an offline attack on a stolen hash; above 16 a
+# single login takes seconds on ordinary hardware and becomes a denial of service.
+MIN_BCRYPT_COST = 10
+MAX_BCRYPT_COST = 16
+# No configuration may weaken the password rule below this.
+MIN_PASSWORD_LENGTH_FLOOR = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    common: CommonSettings
+    bcrypt_cost: int
+    password_min_length: int
+    lockout_threshold: int
+    lockout_window_seconds: int
+    lockout_max_seconds: int
+    hash_workers: int
+    hash_queue_size: int
+    cookie_secure: bool
+    purge_interval_seconds: int
+
+    @property
+    def token_lifetime_seconds(self) -> int:
+        return self.common.jwt.expiration_days * 86400
+
+
+def _default_hash_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
+    """Every problem in the environment is collected, then raised at once."""
+    env = Env(environ)
+    common = load_common(env, SERVICE, DEFAULT_PORT)
+
+    cookie_secure = env.bool("Auth__CookieSecure", True)
+    if not cookie_secure and common.environment == PRODUCTION:
+        env.problem("Auth__CookieSecure",
+                    "may be false only when App__Environment is development")
+
+    window_minutes = env.int("Auth__LockoutWindowMinutes", 15, minimum=1, maximum=1440)
+    max_minutes = env.int("Auth__LockoutMaxMinutes", 1440, minimum=1, maximum=10080)
+    if max_minutes < window_minutes:
+        env.problem("Auth__LockoutMaxMinutes",
+                    "must be at least Auth__LockoutWindowMinutes")
+
+    settings = AuthSettings(
+        common=common,
+        bcrypt_cost=env.int("Auth__BcryptCost", 12, minimum=MIN_BCRYPT_COST,
+                            maximum=MAX_BCRYPT_COST),
+        password_min_length=env.int("Auth__PasswordMinLength", 12,
+                                    minimum=MIN_PASSWORD_LENGTH_FLOOR, maximum=64),
+        lockout_threshold=env.int("Auth__LockoutThreshold", 5, minimum=1, maximum=100),
+        lockout_window_seconds=window_minutes * 60,
+        lockout_max_seconds=max_minutes * 60,
+        hash_workers=env.int("Auth__HashWorkers", _default_hash_workers(), minimum=1,
+                             maximum=64),
+        hash_queue_size=env.int("Auth__HashQueueSize", 32, minimum=0, maximum=10000),
+        cookie_secure=cookie_secure,
+        purge_interval_seconds=env.int("Auth__SessionPurgeIntervalSeconds", 3600,
+                                       minimum=1, maximum=86400),
+    )
+    if env.problems:
+        raise SettingsError(env.problems)
+    return settings

@@ -1,0 +1,1 @@
+"""The media service: streamed, content-checked uploads into PostgreSQL-tracked storage."""

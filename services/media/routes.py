@@ -1,0 +1,19 @@
+"""The media service's routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.media import handlers
+from shared.web import health, ready
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health, allow_head=False)
+    app.router.add_get("/ready", ready, allow_head=False)
+    app.router.add_post("/media", handlers.create_media)
+    app.router.add_get("/media", handlers.list_media, allow_head=False)
+    app.router.add_get("/media/{id}", handlers.get_media, allow_head=False)
+    app.router.add_get("/media/{id}/content", handlers.get_media_content)
+    app.router.add_patch("/media/{id}", handlers.update_media)
+    app.router.add_delete("/media/{id}", handlers.delete_media)

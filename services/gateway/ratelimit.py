@@ -1,0 +1,89 @@
+"""Token-bucket arithmetic: pure functions of the stored state, the policy and ``now``.
+
+A bucket holds at most ``burst`` tokens and refills at ``rate`` tokens per second. A
+request takes one token from every bucket that applies to it, and only if each of them has
+one: a refused request costs nothing, so a client that keeps hammering does not dig itself
+a deeper hole than the policy says. The Redis backend runs the same rules in Lua.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    rate: float  # tokens per second
+    burst: int
+
+    @classmethod
+    def per_minute(cls, name: str, per_minute: float, burst: int) -> Policy:
+        return cls(name, per_minute / 60.0, burst)
+
+    @property
+    def window_seconds(self) -> int:
+        """How long an empty bucket takes to fill: the window the burst is spread over."""
+        return max(1, math.ceil(self.burst / self.rate))
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    # The policy that decided: the refusing one, or the tightest one when allowed.
+    policy: Policy
+    remaining: int
+    # Seconds until a retry can succeed (0 when allowed).
+    retry_after: float
+    # Seconds until the deciding bucket is full again.
+    reset_after: float
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after))
+
+
+def refill(bucket: Bucket | None, policy: Policy, now: float) -> float:
+    if bucket is None:
+        return float(policy.burst)
+    elapsed = max(0.0, now - bucket.updated)
+    return min(float(policy.burst), bucket.tokens + elapsed * policy.rate)
+
+
+def take(buckets: Sequence[Bucket | None], policies: Sequence[Policy], now: float,
+         ) -> tuple[Decision, list[Bucket]]:
+    """Take one token from each bucket if all have one; the new buckets and the decision."""
+    if not policies or len(buckets) != len(policies):
+        raise ValueError("one bucket per policy, at least one policy")
+    levels = [refill(bucket, policy, now) for bucket, policy in zip(buckets, policies,
+                                                                   strict=True)]
+    short = [(1.0 - level) / policy.rate
+             for level, policy in zip(levels, policies, strict=True) if level < 1.0]
+    allowed = not short
+    if allowed:
+        levels = [level - 1.0 for level in levels]
+    new = [Bucket(level, now) for level in levels]
+    # The bucket with the fewest whole tokens left speaks for the decision.
+    index = min(range(len(policies)), key=lambda i: (math.floor(levels[i]), -i))
+    if not allowed:
+        index = max(range(len(policies)),
+                    key=lambda i: (1.0 - levels[i]) / policies[i].rate if levels[i] < 1.0
+                    else -1.0)
+    policy = policies[index]
+    level = levels[index]
+    decision = Decision(
+        allowed=allowed,
+        policy=policy,
+        remaining=max(0, math.floor(level)),
+        retry_after=0.0 if allowed else max(short),
+        reset_after=max(0.0, (policy.burst - level) / policy.rate),
+    )
+    return decision, new

@@ -1,0 +1,193 @@
+"""What the gateway integration tests share: environments, a stack on loopback, a client
+that speaks to the gateway the way a browser does, and a small streaming test upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from services.gateway.app import create_app
+from services.gateway.settings import load_settings
+from shared.config import KeySet, Secret
+from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec
+from shared.tokens import Claims
+
+GOOD_PASSWORD = "violet-harbor-tangent-42"
+USERNAME = "Runner"
+BROWSER_UA = "pytest-browser/1.0"
+
+
+async def empty_auth_schema(database_url: str) -> None:
+    from services.auth.app import MIGRATIONS
+    from shared.db import migrate
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        await migrate(connection, "auth", MIGRATIONS)
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'auth'"
+            " AND tablename <> 'schema_migrations'")
+        async with connection.transaction():
+            # Append-only guards are triggers; replica mode is how a superuser resets them.
+            await connection.execute("SET LOCAL session_replication_role = replica")
+            names = ", ".join(f"auth.{row['tablename']}" for row in tables)
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+def gateway_env(base_env: Mapping[str, str], *, auth_url: str, media_url: str,
+                **extra: str) -> dict[str, str]:
+    env = {
+        **base_env,
+        "Upstreams__Auth": auth_url,
+        "Upstreams__Media": media_url,
+        "Upstreams__ConnectTimeoutSeconds": "2",
+        "Upstreams__ReadTimeoutSeconds": "10",
+    }
+    env.update(extra)
+    return env
+
+
+async def start_gateway(aiohttp_server: Any, env: Mapping[str, str], **kwargs: Any
+                        ) -> TestServer:
+    return await aiohttp_server(create_app(load_settings(env)), **kwargs)
+
+
+def set_cookie(response: aiohttp.ClientResponse, name: str = "authToken") -> Any:
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.headers.getall("Set-Cookie", []):
+        jar.load(header)
+    return jar.get(name)
+
+
+@dataclass
+class Browser:
+    """Requests to a gateway as a browser on its own origin would make them."""
+
+    session: aiohttp.ClientSession
+    base: str
+    token: str | None = None
+
+    @property
+    def origin(self) -> str:
+        return self.base
+
+    def headers(self, method: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        headers = {"User-Agent": BROWSER_UA}
+        if self.token is not None:
+            headers["Cookie"] = f"authToken={self.token}"
+        if method in {"POST", "PUT", "PATCH", "DELETE"}:
+            headers["Origin"] = self.origin
+        headers.update(extra or {})
+        return headers
+
+    async def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
+                      **kwargs: Any) -> aiohttp.ClientResponse:
+        response = await self.session.request(method, f"{self.base}{path}",
+                                              headers=self.headers(method, headers),
+                                              allow_redirects=False, **kwargs)
+        await response.read()
+        return response
+
+    async def register(self, username: str = USERNAME, password: str = GOOD_PASSWORD
+                       ) -> aiohttp.ClientResponse:
+        return await self.request("POST", "/api/auth/register",
+                                  json={"username": username, "password": password})
+
+    async def login(self, username: str = USERNAME, password: str = GOOD_PASSWORD
+                    ) -> aiohttp.ClientResponse:
+        response = await self.request("POST", "/api/auth/login",
+                                      json={"username": username, "password": password})
+        cookie = set_cookie(response)
+        if response.status == 200 and cookie is not None:
+            self.token = cookie.value
+        return response
+
+    async def sign_up(self) -> str:
+        response = await self.register()
+        assert response.status == 201, await response.text()
+        response = await self.login()
+        assert response.status == 200, await response.text()
+        assert self.token is not None
+        return self.token
+
+
+def identity_claims(internal_key: str, audience: str, token: str) -> Claims:
+    return internal_codec(KeySet(Secret(internal_key)), audience).verify(token)
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    header_names: list[str]
+    size: int = 0
+    sha256: str = ""
+    complete: bool = False
+    error: str | None = None
+
+
+@dataclass
+class EchoUpstream:
+    """A real aiohttp app standing in for media where its behaviour is not the point: it
+    streams request bodies (counting and hashing them) and streams large answers."""
+
+    received: list[Received] = field(default_factory=list)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    extra_response_headers: dict[str, str] = field(default_factory=dict)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_get("/health", self.health)
+        app.router.add_route("*", "/{path:.*}", self.echo)
+        return app
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def echo(self, request: web.Request) -> web.StreamResponse:
+        record = Received(request.method, request.path, request.query_string,
+                          dict(request.headers), list(request.headers.keys()))
+        self.received.append(record)
+        digest = hashlib.sha256()
+        try:
+            async for chunk in request.content.iter_any():
+                record.size += len(chunk)
+                digest.update(chunk)
+            record.complete = True
+        except Exception as exc:  # the body broke off: that is what some tests want to see
+            record.error = type(exc).__name__
+            raise
+        finally:
+            record.sha256 = digest.hexdigest()
+            self.finished.set()
+        stream_bytes = int(request.query.get("stream", "0"))
+        if stream_bytes:
+            response = web.StreamResponse(headers=self.extra_response_headers)
+            response.content_type = "application/octet-stream"
+            await response.prepare(request)
+            block = b"x" * 65536
+            sent = 0
+            while sent < stream_bytes:
+                part = block[: min(len(block), stream_bytes - sent)]
+                await response.write(part)
+                sent += len(part)
+            await response.write_eof()
+            return response
+        return web.json_response(
+            {"method": record.method, "path": record.path, "query": record.query,
+             "size": record.size, "sha256": record.sha256,
+             "identity": request.headers.get(INTERNAL_TOKEN_HEADER)},
+            headers=self.extra_response_headers)

@@ -1,0 +1,185 @@
+"""Gateway overhead: one upstream endpoint reached four ways, under the same load.
+
+- direct: the load generator calls the tiny upstream itself;
+- nginx: nginx as a plain reverse proxy (keep-alive to the upstream);
+- gateway: the gateway with a valid ``authToken`` cookie (JWT check, revocation lookup,
+  rate limit set high enough never to trigger, security headers, internal identity);
+- auth_request: nginx ``auth_request`` to an aiohttp verifier doing the same JWT check,
+  then proxying: the pattern people reach for instead of an in-process check.
+
+The edge under test (nginx, the gateway, nginx with its verifier) is pinned to one core;
+the load generator and the upstream share the other. Every variant gets the same split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import urllib.request
+import uuid
+
+from bench.common import (
+    PYTHON,
+    Load,
+    Processes,
+    Report,
+    Result,
+    core_split,
+    free_port,
+    interleave,
+    pin_tree,
+    ratios,
+    say,
+    spread,
+    stack,
+    start_nginx,
+    strong_secret,
+    wait_http,
+    work_dir,
+    wrk,
+)
+from bench.servers import BODY
+
+NAME = "gateway"
+TARGETS = (("gateway_vs_nginx_rps", 0.5, True), ("gateway_vs_auth_request_rps", 2.0, True))
+PATH = "/api/media"
+VARIANTS = ("direct", "nginx", "gateway", "auth_request")
+
+
+def nginx_http_block(upstream_port: int, verifier_port: int, plain_port: int,
+                     auth_port: int) -> str:
+    proxy = """
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;"""
+    return f"""
+    upstream tiny {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
+    upstream verifier {{ server 127.0.0.1:{verifier_port}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{plain_port} reuseport backlog=4096;
+        location / {{ proxy_pass http://tiny; {proxy} }}
+    }}
+    server {{
+        listen 127.0.0.1:{auth_port} reuseport backlog=4096;
+        location = /_verify {{
+            internal;
+            proxy_pass http://verifier/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            {proxy}
+        }}
+        location / {{ auth_request /_verify; proxy_pass http://tiny; {proxy} }}
+    }}
+"""
+
+
+def check(url: str, headers: dict[str, str]) -> None:
+    """One request by hand first: a variant answering 401 fast would measure nothing."""
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read()
+        if response.status != 200 or body != BODY:
+            raise RuntimeError(f"{url} answered {response.status} {body[:200]!r}")
+
+
+def user_token(jwt_key: str) -> str:
+    from shared.config import KeySet, Secret
+    from shared.tokens import TokenCodec
+
+    codec = TokenCodec(KeySet(Secret(jwt_key)), issuer="Tempo", audience="Tempo",
+                       lifetime_seconds=86400)
+    token, _ = codec.issue(str(uuid.uuid4()), token_id=secrets.token_hex(16))
+    return token
+
+
+async def run(quick: bool) -> Report:
+    edge, backend = core_split()
+    seconds = 3 if quick else 10
+    rounds = 3 if quick else 5
+    connections = 50
+    jwt_key = strong_secret()
+    with work_dir("gateway-") as folder, Processes(folder) as processes:
+        upstream_port, verifier_port = free_port(), free_port()
+        plain_port, auth_port = free_port(), free_port()
+        upstream = processes.start(
+            "upstream", [PYTHON, "-m", "bench.servers", "upstream", "--port",
+                         str(upstream_port)], cpus=backend)
+        verifier = processes.start(
+            "verifier", [PYTHON, "-m", "bench.servers", "verifier", "--port",
+                         str(verifier_port)], env={"JWT__SecretKey": jwt_key}, cpus=edge)
+        start_nginx(processes, "nginx", folder / "nginx",
+                    nginx_http_block(upstream_port, verifier_port, plain_port, auth_port),
+                    cpus=edge)
+        wait_http(f"http://127.0.0.1:{upstream_port}/", process=upstream)
+        wait_http(f"http://127.0.0.1:{plain_port}/")
+        token = user_token(jwt_key)
+        cookie = {"Cookie": f"authToken={token}"}
+        wait_http(f"http://127.0.0.1:{auth_port}/", process=verifier, headers=cookie)
+
+        gateway_env = {
+            "Upstreams__Media": f"http://127.0.0.1:{upstream_port}",
+            "RateLimit__GlobalPerMinute": "1000000000",
+            "RateLimit__GlobalBurst": "1000000",
+        }
+        async with stack(folder / "stack", env={"JWT__SecretKey": jwt_key},
+                         service_env={"gateway": gateway_env}) as running:
+            gateway_pid = running.pid("gateway")
+            assert gateway_pid is not None
+            pin_tree(gateway_pid, edge)
+            urls = {
+                "direct": f"http://127.0.0.1:{upstream_port}{PATH}",
+                "nginx": f"http://127.0.0.1:{plain_port}{PATH}",
+                "gateway": f"{running.url}{PATH}",
+                "auth_request": f"http://127.0.0.1:{auth_port}{PATH}",
+            }
+            for url in urls.values():
+                await asyncio.to_thread(check, url, cookie)
+            say(f"gateway overhead: edge cores {edge}, load and upstream cores {backend}, "
+                f"{rounds} rounds of {seconds}s, {connections} connections")
+
+            def load(url: str, duration: float = seconds):
+                return lambda: wrk(url, seconds=duration, connections=connections,
+                                   headers=cookie, cpus=backend)
+
+            for url in urls.values():  # warm every path before anything counts
+                load(url, 1)()
+            measured: dict[str, list[Load]] = await asyncio.to_thread(
+                interleave, {name: load(url) for name, url in urls.items()}, rounds)
+            for url in urls.values():
+                await asyncio.to_thread(check, url, cookie)
+    return report(measured, quick=quick, seconds=seconds, rounds=rounds,
+                  connections=connections)
+
+
+def report(measured: dict[str, list[Load]], *, quick: bool, seconds: int, rounds: int,
+           connections: int) -> Report:
+    rps = {name: [load.requests_per_second for load in loads]
+           for name, loads in measured.items()}
+    out = Report("Gateway overhead", header=("path", "req/s median (min–max)", "p50 ms",
+                                             "p99 ms", "errors"))
+    for name in VARIANTS:
+        loads = measured[name]
+        out.rows.append((name, str(spread(rps[name])),
+                         f"{spread([x.p50_ms for x in loads]).median:.2f}",
+                         f"{spread([x.p99_ms for x in loads]).median:.2f}",
+                         str(sum(x.errors for x in loads))))
+    vs_nginx = ratios(rps["gateway"], rps["nginx"])
+    vs_direct = ratios(rps["gateway"], rps["direct"])
+    vs_auth = ratios(rps["gateway"], rps["auth_request"])
+    nginx_vs_direct = ratios(rps["nginx"], rps["direct"])
+    out.notes += [
+        f"gateway / nginx plain: {vs_nginx}",
+        f"gateway / direct: {vs_direct}",
+        f"gateway / nginx auth_request: {vs_auth}",
+        f"nginx plain / direct: {nginx_vs_direct}",
+        f"wrk, 1 thread, {connections} connections, {seconds} s per run, {rounds} interleaved "
+        f"rounds{' (quick)' if quick else ''}; ratios are per round, median (min–max)",
+    ]
+    errors = sum(x.errors for loads in measured.values() for x in loads)
+    if errors:
+        out.notes.append(f"{errors} non-2xx or socket errors: the figures are suspect")
+    out.results += [
+        Result("gateway_vs_nginx_rps", vs_nginx.median, 0.5),
+        Result("gateway_vs_auth_request_rps", vs_auth.median, 2.0),
+    ]
+    return out

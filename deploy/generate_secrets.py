@@ -53,6 +53,21 @@ def ensure_secrets(folder: Path, names: dict[str, int] | None = None) -> dict[st
     return paths
 
 
+def ensure_backup_keys(folder: Path) -> Path:
+    """An age key pair for backups. Only the recipient (public) is needed on the server:
+    move ``backup_identity`` somewhere safe and off this machine."""
+    recipient = folder / "backup_recipient"
+    if not recipient.exists():
+        import pyrage
+
+        identity = pyrage.x25519.Identity.generate()
+        write_secret(folder / "backup_identity", f"{identity}\n")
+        write_secret(recipient, f"{identity.to_public()}\n")
+        print(f"note: {folder / 'backup_identity'} decrypts every backup: store it offline "
+              "(a password manager, paper) and delete it from this machine", file=sys.stderr)
+    return recipient
+
+
 def share_with_containers(folder: Path) -> None:
     """Group-readable by the containers' group, when run as root; otherwise owner-only."""
     if os.geteuid() != 0:
@@ -62,7 +77,7 @@ def share_with_containers(folder: Path) -> None:
     os.chown(folder, 0, SERVICE_GID)
     folder.chmod(0o750)
     for path in folder.iterdir():
-        if path.is_file():
+        if path.is_file() and path.name != "backup_identity":
             os.chown(path, 0, SERVICE_GID)
             path.chmod(0o440)
 
@@ -73,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", default="deploy/secrets", type=Path)
     args = parser.parse_args(argv)
     paths = ensure_secrets(args.folder)
+    paths["backup_recipient"] = ensure_backup_keys(args.folder)
     share_with_containers(args.folder)
     for name in paths:
         print(f"{args.folder / name}")

@@ -87,8 +87,8 @@ class TooManyFilesError(PayloadTooLargeError):
 
 
 def _file_error(filename: str | None, exc: ServiceError) -> dict[str, Any]:
-    return {"filename": sanitize_filename(filename), "code": exc.code, "message": exc.message,
-            "status": exc.status}
+    return {**exc.extra, "filename": sanitize_filename(filename), "code": exc.code,
+            "message": exc.message, "status": exc.status}
 
 
 async def create_media(request: web.Request) -> web.Response:
@@ -151,8 +151,11 @@ async def create_media(request: web.Request) -> web.Response:
 
     if not items:
         first = errors[0]
+        extra = {key: value for key, value in first.items()
+                 if key not in {"filename", "code", "message", "status"}}
         return problem_response(first["status"], first["code"], first["message"],
-                                request_id=request.get(REQUEST_ID), extra={"errors": errors})
+                                request_id=request.get(REQUEST_ID),
+                                extra={**extra, "errors": errors})
     return json_response({"items": [item.to_json() for item in items], "errors": errors},
                          status=201)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,6 +55,8 @@ class MediaApi:
         return MediaApi(self.client, self.internal_key, user_id)
 
     async def post_form(self, body: Any, content_type: str = CONTENT_TYPE, **headers: str):
+        if isinstance(body, bytes) and len(body) > 1024 * 1024:
+            body = io.BytesIO(body)
         return await self.client.post("/media", data=body,
                                       headers=self.headers(**{"Content-Type": content_type},
                                                            **headers))
@@ -98,7 +101,10 @@ async def api(make_api: MakeApi) -> MediaApi:
     return await make_api()
 
 
-async def snapshot(api: MediaApi) -> tuple[frozenset[tuple[Any, ...]], frozenset[tuple[str, int]]]:
+Snapshot = tuple[frozenset[tuple[Any, ...]], frozenset[tuple[str, int]]]
+
+
+async def snapshot(api: MediaApi) -> Snapshot:
     """Every row of media.media and every file under the storage root (with its size)."""
     async with api.app[DB_POOL].acquire() as connection:
         rows = await connection.fetch(

@@ -1,0 +1,226 @@
+"""The whole stack behind Debian's nginx with the shipped configuration, over TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import ssl
+import warnings
+from http.cookies import SimpleCookie
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.e2e.support_edge import (
+    PASSWORD,
+    SECURITY_HEADERS,
+    assert_fsck_clean,
+    client_context,
+    media_tree,
+    mp4_file,
+    png_bytes,
+    session,
+    sign_in,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def handshake(edge, version: ssl.TLSVersion) -> str:
+    context = client_context(edge.ca_file)
+    if version < ssl.TLSVersion.TLSv1_2:
+        # The client must be willing to speak the old protocol, or a refusal would prove
+        # nothing about the server.
+        context.set_ciphers("ALL:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = version
+        context.maximum_version = version
+    with socket.create_connection(("127.0.0.1", edge.https_port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        return tls.version() or ""
+
+
+async def test_plain_http_redirects_to_https_with_path_and_query(edge):
+    async with aiohttp.ClientSession() as client, client.get(
+            f"{edge.http_url}/api/media?limit=5", allow_redirects=False) as response:
+        assert response.status == 301
+        assert response.headers["Location"] == f"{edge.https_url}/api/media?limit=5"
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+def test_tls_1_0_and_1_1_are_refused(edge, version):
+    with pytest.raises(ssl.SSLError) as refused:
+        handshake(edge, version)
+    # Refused by the server, not given up by a client that could not offer the version.
+    assert "NO_PROTOCOLS_AVAILABLE" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("version", "name"), [(ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
+                                               (ssl.TLSVersion.TLSv1_3, "TLSv1.3")])
+def test_tls_1_2_and_1_3_are_accepted(edge, version, name):
+    assert handshake(edge, version) == name
+
+
+async def wait_for_tree(stack, expected: dict[str, int], timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (tree := media_tree(stack)) != expected:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"media root holds {tree}, expected {expected}")
+        await asyncio.sleep(0.2)
+
+
+def assert_security_headers_once(response: aiohttp.ClientResponse, *,
+                                  extra_policies: int = 0) -> None:
+    """Each security header exactly once. ``extra_policies``: a response whose upstream set
+    a stricter Content-Security-Policy of its own carries it as a further policy (browsers
+    enforce every policy, so it can only narrow the gateway's)."""
+    names = [name.decode().lower() for name, _ in response.raw_headers]
+    for header in SECURITY_HEADERS:
+        expected = 1 + (extra_policies if header == "Content-Security-Policy" else 0)
+        assert names.count(header.lower()) == expected, (header, response.status, names)
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert names.count("server") <= 1
+    assert response.headers.get("Server", "nginx") == "nginx"
+
+
+async def test_user_journey_over_https_with_a_cookie_jar(edge):
+    image = png_bytes()
+    async with session(edge) as client:
+        await sign_in(client, edge)
+        cookie = client.cookie_jar.filter_cookies(URL(edge.https_url)).get("authToken")
+        assert cookie is not None
+        assert cookie.value
+
+        async with client.get(f"{edge.https_url}/api/auth/me") as response:
+            assert response.status == 200
+            assert_security_headers_once(response)
+
+        form = aiohttp.FormData()
+        form.add_field("caption", "after the race")
+        form.add_field("file", image, filename="finish line.png", content_type="image/png")
+        async with client.post(f"{edge.https_url}/api/media", data=form) as response:
+            assert response.status == 201, await response.text()
+            assert_security_headers_once(response)
+            item = (await response.json())["items"][0]
+        media_id = item["id"]
+
+        async with client.get(f"{edge.https_url}/api/media") as response:
+            assert response.status == 200
+            listed = await response.json()
+        assert media_id in [entry["id"] for entry in listed["items"]]
+
+        async with client.get(f"{edge.https_url}/api/media/{media_id}/content") as response:
+            assert response.status == 200
+            assert await response.read() == image
+            assert_security_headers_once(response, extra_policies=1)
+            # media's sandbox policy reaches the browser, not loosened by anyone on the way.
+            policies = response.headers.getall("Content-Security-Policy")
+            assert any(policy.startswith("sandbox") for policy in policies)
+
+        async with client.get(f"{edge.https_url}/api/media/{media_id}/content",
+                              headers={"Range": "bytes=8-23"}) as response:
+            assert response.status == 206
+            assert await response.read() == image[8:24]
+            assert response.headers["Content-Range"] == f"bytes 8-23/{len(image)}"
+
+        async with client.delete(f"{edge.https_url}/api/media/{media_id}") as response:
+            assert response.status == 204
+        async with client.get(f"{edge.https_url}/api/media/{media_id}") as response:
+            assert response.status == 404
+            assert_security_headers_once(response)
+
+        async with client.post(f"{edge.https_url}/api/auth/logout") as response:
+            assert response.status in (200, 204)
+        async with client.get(f"{edge.https_url}/api/auth/me") as response:
+            assert response.status == 401
+            assert_security_headers_once(response)
+    assert_fsck_clean(edge.stack)
+
+
+async def test_login_cookie_is_httponly_secure_samesite_lax_as_the_browser_receives_it(edge):
+    async with session(edge) as client:
+        await sign_in(client, edge)
+        async with client.post(f"{edge.https_url}/api/auth/login",
+                               json={"username": "runner", "password": PASSWORD}) as response:
+            assert response.status == 200
+            headers = response.headers.getall("Set-Cookie")
+    assert len(headers) == 1
+    morsel = SimpleCookie(headers[0])["authToken"]
+    assert morsel["httponly"] is True
+    assert morsel["secure"] is True
+    assert morsel["samesite"].lower() == "lax"
+    assert morsel["path"] == "/"
+    assert int(morsel["max-age"]) == 7 * 86400
+    assert not morsel["domain"]
+
+
+async def test_static_page_and_errors_carry_each_security_header_once(edge):
+    async with session(edge) as client:
+        for path in ("/", "/api/media", "/does-not-exist"):
+            async with client.get(f"{edge.https_url}{path}") as response:
+                assert_security_headers_once(response)
+
+
+async def test_a_100_mb_upload_streams_through_nginx_gateway_and_media(edge, tmp_path):
+    path = tmp_path / "long-run.mp4"
+    size = 100 * 1024 * 1024
+    digest = mp4_file(path, size)
+    async with session(edge) as client:
+        await sign_in(client, edge)
+        with path.open("rb") as handle:
+            form = aiohttp.FormData()
+            form.add_field("file", handle, filename="long-run.mp4", content_type="video/mp4")
+            async with client.post(f"{edge.https_url}/api/media", data=form) as response:
+                assert response.status == 201, await response.text()
+                item = (await response.json())["items"][0]
+        assert item["sizeBytes"] == size
+        assert item["sha256"] == digest
+        received = hashlib.sha256()
+        async with client.get(f"{edge.https_url}/api/media/{item['id']}/content") as response:
+            assert response.status == 200
+            async for chunk in response.content.iter_chunked(1024 * 1024):
+                received.update(chunk)
+        assert received.hexdigest() == digest
+        async with client.delete(f"{edge.https_url}/api/media/{item['id']}") as response:
+            assert response.status == 204
+    assert_fsck_clean(edge.stack)
+
+
+async def test_an_upload_over_the_limit_is_refused_without_reaching_media_disk(edge):
+    before = media_tree(edge.stack)
+    limit = edge.media_limit_bytes
+    async with session(edge) as client:
+        await sign_in(client, edge)
+        # A declared length over the limit: refused on the headers alone.
+        async with client.post(f"{edge.https_url}/api/media", data=b"x" * 1024,
+                               headers={"Content-Length": str(limit * 2),
+                                        "Content-Type": "multipart/form-data; boundary=b"},
+                               ) as response:
+            assert response.status == 413
+            assert response.content_type == "application/problem+json"
+            assert_security_headers_once(response)
+
+        # A chunked body that only turns out too large while streaming.
+        block = b"\0" * (1024 * 1024)
+
+        async def body():
+            yield (b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
+                   b"filename=\"big.mp4\"\r\nContent-Type: video/mp4\r\n\r\n"
+                   b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
+            for _ in range(limit // len(block) + 4):
+                yield block
+
+        try:
+            async with client.post(f"{edge.https_url}/api/media", data=body(),
+                                   headers={"Content-Type": "multipart/form-data; boundary=b"},
+                                   ) as response:
+                assert response.status == 413
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            pass  # the server may close the connection as soon as it has answered 413
+    # A chunked body reaches media's temporary area before anyone can know its size; the
+    # aborted upload must leave nothing once media has noticed the abort.
+    await wait_for_tree(edge.stack, before)
+    assert_fsck_clean(edge.stack)

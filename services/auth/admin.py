@@ -20,6 +20,7 @@ from services.auth.hashing import Hasher
 from services.auth.settings import SERVICE, AuthSettings
 from shared.db import create_pool, migrate
 from shared.errors import ServiceError
+from shared.log import configure_logging
 from shared.tokens import TokenCodec
 
 EXIT_FAILED = 1
@@ -58,6 +59,7 @@ async def _reset(settings: AuthSettings, username: str, password: str) -> int:
 
 def reset_password(settings: AuthSettings, username: str, stdin: TextIO = sys.stdin) -> int:
     """Run the reset; returns the process exit code and prints one clear line."""
+    configure_logging(SERVICE, settings.common.log_level)
     try:
         password = read_new_password(stdin)
     except (ValueError, EOFError) as exc:

@@ -19,8 +19,6 @@ from services.auth import store
 from shared.identity import IDENTITY, Identity
 from shared.keys import REQUEST_ID
 
-log = structlog.get_logger("audit")
-
 # Event names, one per kind of thing the audit trail records.
 REGISTER = "register"
 LOGIN = "login"
@@ -62,6 +60,10 @@ async def record(connection: asyncpg.Connection, origin: Origin, event: str, out
     await store.insert_event(connection, event=event, outcome=outcome, user_id=user_id,
                              username=username, ip=origin.ip, user_agent=origin.user_agent,
                              request_id=origin.request_id, detail=detail)
-    log.info("auth_event", auth_event=event, outcome=outcome,
-             user_id=str(user_id) if user_id else None, username=username, ip=origin.ip,
-             **detail)
+    # A fresh proxy per event, so the log always follows the current configuration.
+    logger = structlog.get_logger("audit")
+    # What monitoring looks for (refusals, lockouts) stays visible at a quieter log level.
+    write = logger.info if outcome == SUCCESS and event != LOCKOUT else logger.warning
+    write("auth_event", auth_event=event, outcome=outcome,
+          user_id=str(user_id) if user_id else None, username=username, ip=origin.ip,
+          **detail)

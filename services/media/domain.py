@@ -276,9 +276,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise RangeNotSatisfiableError(headers={"Content-Range": f"bytes */{size}"})
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None
+    end = int(last) if last else size - 1
     if start >= size:
         raise RangeNotSatisfiableError(headers={"Content-Range": f"bytes */{size}"})
     return ByteRange(start, min(end, size - 1))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, BinaryIO
 from uuid import UUID
 
-import aiofiles
-import aiofiles.os
 import structlog
 from aiohttp import hdrs, web
 
@@ -209,13 +210,14 @@ async def get_media_content(request: web.Request) -> web.StreamResponse:
         byte_range = parse_range(request.headers.get(hdrs.RANGE), item.size_bytes)
 
     path = request.app[STORAGE].path_for(owner_id, media_id)
+    loop = asyncio.get_running_loop()
     try:
-        handle = await aiofiles.open(path, "rb")
+        handle = await loop.run_in_executor(None, _open_for_reading, path)
     except FileNotFoundError:
         log.error("media_file_missing", media_id=str(media_id), owner_id=str(owner_id))
         raise _content_unavailable() from None
     try:
-        actual_size = (await aiofiles.os.stat(handle.fileno())).st_size
+        actual_size = os.fstat(handle.fileno()).st_size
         if actual_size != item.size_bytes:
             log.error("media_file_size_mismatch", media_id=str(media_id),
                       expected=item.size_bytes, actual=actual_size)
@@ -231,18 +233,26 @@ async def get_media_content(request: web.Request) -> web.StreamResponse:
         response.content_length = length
         await response.prepare(request)
         if request.method != hdrs.METH_HEAD:
-            await handle.seek(start)
             remaining = length
+            offset = start
             while remaining > 0:
-                chunk = await handle.read(min(READ_CHUNK_BYTES, remaining))
+                chunk = await loop.run_in_executor(None, os.pread, handle.fileno(),
+                                                   min(READ_CHUNK_BYTES, remaining), offset)
                 if not chunk:
                     break
                 remaining -= len(chunk)
+                offset += len(chunk)
                 await response.write(chunk)
         await response.write_eof()
         return response
     finally:
-        await handle.close()
+        # Closing a file opened for reading does not block; doing it here, not in an
+        # executor, means it happens even when the handler is cancelled.
+        handle.close()
+
+
+def _open_for_reading(path: Path) -> BinaryIO:
+    return path.open("rb")
 
 
 # --- changing ------------------------------------------------------------------------

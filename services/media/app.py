@@ -8,6 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from services.media.imports import import_worker_context
 from services.media.ingest import MediaIngestor, UploadLimits
 from services.media.keys import INGESTOR, MEDIA_SETTINGS, STORAGE
 from services.media.routes import setup_routes
@@ -48,6 +49,8 @@ def create_app(settings: MediaSettings) -> web.Application:
     app.cleanup_ctx.append(database_context("media", MIGRATIONS))
     app.cleanup_ctx.append(storage_context)
     app.cleanup_ctx.append(sweeper_context)
+    app.cleanup_ctx.append(import_worker_context(settings.imports,
+                                                 settings.storage.max_file_size_bytes))
     app.cleanup_ctx.append(metrics_listener)
     setup_routes(app)
     return app

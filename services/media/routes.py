@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.media import handlers
+from services.media.import_handlers import setup_import_routes
 from shared.web import health, ready
 
 
@@ -17,3 +18,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/media/{id}/content", handlers.get_media_content)
     app.router.add_patch("/media/{id}", handlers.update_media)
     app.router.add_delete("/media/{id}", handlers.delete_media)
+    setup_import_routes(app)

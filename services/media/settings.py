@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.media.import_settings import ImportSettings, load_import_settings
 from shared.config import CommonSettings, Env, SettingsError, load_common
 
 SERVICE = "media"
@@ -34,6 +35,7 @@ class StorageSettings:
 class MediaSettings:
     common: CommonSettings
     storage: StorageSettings
+    imports: ImportSettings = field(default_factory=ImportSettings)
 
 
 def _storage_root(env: Env, development: bool) -> Path:
@@ -70,6 +72,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> MediaSettings:
         temp_max_age_seconds=env.int("MediaStorage__TempMaxAgeSeconds", 3600, minimum=60),
         orphan_grace_seconds=env.int("MediaStorage__OrphanGraceSeconds", 600, minimum=0),
     )
+    imports = load_import_settings(env)
     if env.problems:
         raise SettingsError(env.problems)
-    return MediaSettings(common=common, storage=storage)
+    return MediaSettings(common=common, storage=storage, imports=imports)

@@ -1,0 +1,689 @@
+"""The background import of a whole archive: a Strava export or this service's own export.
+
+A worker in each process claims queued imports from the database (at most one running
+per user, enforced by a unique index so that replicas agree), and runs each as a job:
+open and check the archive, read the entries it needs as streams, and store what they
+hold through the same code paths as uploads. Progress lives in memory and is saved every
+half second together with a heartbeat. A stopping process hands its running imports back
+to the queue; a crashed one stops sending heartbeats and its imports are requeued by
+whoever notices. An import interrupted too often ends ``failed`` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import posixpath
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from services.media import import_store as db
+from services.media.archive import Archive, ArchiveError, Entry, open_archive
+from services.media.import_files import ImportFiles
+from services.media.import_settings import ImportSettings
+from services.media.import_store import Progress
+from services.media.ingest import DuplicateMediaError, MediaIngestor
+from services.media.storage import MediaStorage, settled
+from services.media.strava import (
+    ACTIVITIES_CSV,
+    ACTIVITIES_PREFIX,
+    INVALID,
+    MAX_CSV_BYTES,
+    MEDIA_PREFIX,
+    MISSING_FILE,
+    ActivityFileError,
+    StravaActivity,
+    activity_format,
+    check_activity_file,
+    parse_activities_csv,
+    resolve_reference,
+)
+from shared.errors import ServiceError
+
+log = structlog.get_logger("media.imports")
+
+PROGRESS_INTERVAL_SECONDS = 0.5
+POLL_INTERVAL_SECONDS = 2.0
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "tempo-export"
+MANIFEST_VERSION = 1
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+class ImportWorker:
+    """Claims queued imports and runs them; one per app, started by a cleanup context."""
+
+    def __init__(self, *, pool: asyncpg.Pool, storage: MediaStorage, ingestor: MediaIngestor,
+                 settings: ImportSettings, max_file_size_bytes: int) -> None:
+        self.pool = pool
+        self.files = ImportFiles(storage)
+        self.storage = storage
+        self.ingestor = ingestor
+        self.settings = settings
+        self.max_file_size_bytes = max_file_size_bytes
+        self._running: dict[UUID, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self.stopping = False
+
+    # Life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="import-worker")
+
+    async def stop(self) -> None:
+        """Stop claiming, interrupt running jobs and hand them back to the queue."""
+        self.stopping = True
+        tasks = [task for task in (self._loop_task, *self._running.values()) if task]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def is_running(self, import_id: UUID) -> bool:
+        return import_id in self._running
+
+    async def interrupt(self, import_id: UUID) -> bool:
+        """Stop a job running in this process (already cancelled in the database)."""
+        task = self._running.get(import_id)
+        if task is None:
+            return False
+        task.cancel()
+        await asyncio.wait([task])
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                async with self.pool.acquire() as connection:
+                    requeued = await db.requeue_stale_imports(
+                        connection, self.settings.stale_after_seconds)
+                if requeued:
+                    log.warning("imports_requeued_after_crash",
+                                imports=[str(i) for i in requeued])
+                await self._claim()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("import_worker_error")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_SECONDS)
+            self._wake.clear()
+
+    async def _claim(self) -> None:
+        while len(self._running) < self.settings.workers and not self.stopping:
+            async with self.pool.acquire() as connection:
+                record = await db.claim_next_import(connection)
+            if record is None:
+                return
+            task = asyncio.create_task(self._process(record), name=f"import-{record.id}")
+            self._running[record.id] = task
+            task.add_done_callback(lambda _t, key=record.id: self._finished(key))
+
+    def _finished(self, import_id: UUID) -> None:
+        self._running.pop(import_id, None)
+        self._wake.set()
+
+    async def _process(self, record: db.ImportRecord) -> None:
+        job = ImportJob(self, record)
+        log.info("import_started", import_id=str(record.id), owner_id=str(record.owner_id),
+                 attempt=record.attempts)
+        try:
+            await job.run()
+        except asyncio.CancelledError:
+            if self.stopping and not job.cancelled_elsewhere:
+                await settled(self._requeue(record.id))
+                log.info("import_interrupted", import_id=str(record.id))
+            else:
+                await settled(job.discard_archive())
+                log.info("import_cancelled", import_id=str(record.id))
+        except Exception:
+            log.exception("import_crashed", import_id=str(record.id))
+            job.progress.error(None, "internal_error",
+                               "The import stopped on an unexpected error.")
+            await settled(job.end(db.FAILED))
+
+    async def _requeue(self, import_id: UUID) -> None:
+        async with self.pool.acquire() as connection:
+            await db.requeue_imports(connection, [import_id])
+
+
+class ImportJob:
+    """One attempt at processing one import."""
+
+    def __init__(self, worker: ImportWorker, record: db.ImportRecord) -> None:
+        self.worker = worker
+        self.record = record
+        self.id = record.id
+        self.owner_id = record.owner_id
+        self.settings = worker.settings
+        self.pool = worker.pool
+        self.progress = Progress()
+        self.archive: Archive | None = None
+        self.cancelled_elsewhere = False
+        self.archive_path = worker.files.archive_path(record.owner_id, record.id)
+        self._main: asyncio.Task[Any] | None = None
+        # What this attempt has counted as imported, so that a second reference to the
+        # same thing is a duplicate, while things an interrupted earlier attempt of this
+        # import stored are still counted as imported once.
+        self._counted: set[UUID] = set()
+
+    # Running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._main = asyncio.current_task()
+        if self.record.attempts > self.settings.max_attempts:
+            self.progress.error(None, "interrupted",
+                                f"The import was interrupted {self.record.attempts - 1} "
+                                "times by service restarts and was given up.")
+            await self.end(db.FAILED)
+            return
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.archive_path.is_file):
+            self.progress.error(None, "archive_missing",
+                                "The uploaded archive is no longer available after a "
+                                "service restart; upload it again.")
+            await self.end(db.FAILED)
+            return
+        ticker = asyncio.create_task(self._tick())
+        status = db.DONE
+        try:
+            try:
+                self.archive = await loop.run_in_executor(
+                    None, open_archive, self.archive_path, self.settings.limits)
+                try:
+                    await self._import()
+                finally:
+                    self._sync_bytes()
+                    self.archive.close()
+            except ArchiveError as exc:
+                await self._roll_back()
+                self.progress.error(exc.entry, exc.code, exc.message)
+                status = db.FAILED
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+        await self.end(status)
+
+    async def end(self, status: str) -> None:
+        async with self.pool.acquire() as connection:
+            ended = await db.finish_import(connection, self.id, status, self.progress)
+        if not self.settings.keep_archive or not ended:
+            await self.discard_archive()
+        log.info("import_finished", import_id=str(self.id), status=status if ended else
+                 "cancelled", activities=self.progress.activities_imported,
+                 media=self.progress.media_imported, errors=len(self.progress.errors))
+
+    async def discard_archive(self) -> None:
+        await self.worker.files.remove(self.archive_path)
+        async with self.pool.acquire() as connection:
+            await db.set_archive_absent(connection, self.id)
+
+    def _sync_bytes(self) -> None:
+        if self.archive is not None:
+            self.progress.bytes_done = self.archive.inflated_bytes
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            self._sync_bytes()
+            try:
+                async with self.pool.acquire() as connection:
+                    running = await db.save_progress(connection, self.id, self.progress)
+            except (asyncpg.PostgresError, OSError):
+                log.warning("import_progress_not_saved", import_id=str(self.id), exc_info=True)
+                continue
+            if not running and self._main is not None:
+                # Cancelled in the database, perhaps through another replica.
+                self.cancelled_elsewhere = True
+                self._main.cancel()
+                return
+
+    async def _import(self) -> None:
+        archive = self.archive
+        assert archive is not None
+        manifest = archive.get(MANIFEST_NAME)
+        if manifest is not None and not manifest.is_dir:
+            document = await self._read_manifest(manifest)
+            if document is not None:
+                await self._set_kind("tempo")
+                await self._import_export(document)
+                return
+        if archive.get(ACTIVITIES_CSV) is None:
+            raise ArchiveError("The archive holds neither activities.csv (a Strava export) "
+                               "nor manifest.json (a Tempo export).",
+                               code="not_an_export")
+        await self._set_kind("strava")
+        await self._import_strava()
+
+    async def _set_kind(self, kind: str) -> None:
+        async with self.pool.acquire() as connection:
+            await db.set_kind(connection, self.id, kind)
+
+    # A Strava export -------------------------------------------------------------------
+
+    async def _import_strava(self) -> None:
+        archive = self.archive
+        assert archive is not None
+        entry = archive.get(ACTIVITIES_CSV)
+        assert entry is not None
+        if entry.is_dir or entry.declared_size > MAX_CSV_BYTES:
+            raise ArchiveError(f"activities.csv must be a file of at most {MAX_CSV_BYTES} "
+                               "bytes.", code="invalid_activities_csv", entry=ACTIVITIES_CSV)
+        progress = self.progress
+        progress.entries_total = 1
+        progress.bytes_total = entry.declared_size
+        loop = asyncio.get_running_loop()
+        activities, problems = await loop.run_in_executor(None, self._parse_csv, entry)
+        progress.entries_done = 1
+        progress.activities_found = len(activities) + len(problems)
+        for problem in problems:
+            progress.skipped_invalid += 1
+            progress.error(f"{ACTIVITIES_CSV}:{problem.row}", "invalid_row", problem.message)
+        names = {e.name for e in archive.files}
+        runs = []
+        for activity in activities:
+            if self.settings.counts_as_run(activity.activity_type):
+                runs.append(activity)
+            else:
+                progress.skipped_not_run += 1
+        self._plan(runs, names)
+        for activity in runs:
+            if not await self._import_activity(activity, names):
+                # Its media are not read; they still count as handled for progress.
+                progress.entries_done += sum(
+                    1 for media in activity.media
+                    if resolve_reference(media, MEDIA_PREFIX, names)[0] is not None)
+                continue
+            for reference in activity.media:
+                await self._import_media(reference, names,
+                                         workout_id=f"strava:{activity.strava_id}")
+
+    def _parse_csv(self, entry: Entry) -> tuple[list[StravaActivity], list[Any]]:
+        assert self.archive is not None
+        with self.archive.open_entry(entry) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+            return parse_activities_csv(text, max_rows=self.settings.max_entries)
+
+    def _plan(self, activities: list[StravaActivity], names: set[str]) -> None:
+        """Count the entries and bytes the import is going to read, for progress."""
+        assert self.archive is not None
+        for activity in activities:
+            references = [(activity.filename, ACTIVITIES_PREFIX)] if activity.filename else []
+            references += [(media, MEDIA_PREFIX) for media in activity.media]
+            for value, prefix in references:
+                name, _ = resolve_reference(value, prefix, names)
+                entry = self.archive.get(name) if name else None
+                if entry is not None:
+                    self.progress.entries_total += 1
+                    self.progress.bytes_total += entry.declared_size
+
+    # Activities ------------------------------------------------------------------------
+
+    async def _import_activity(self, activity: StravaActivity, names: set[str],
+                               display_name: str | None = None) -> bool:
+        """Store one activity; False when it is skipped (its media are skipped too)."""
+        progress = self.progress
+        entry = None
+        fmt = None
+        if activity.filename:
+            name, problem = resolve_reference(activity.filename, ACTIVITIES_PREFIX, names)
+            if problem is not None:
+                self._reference_problem(activity.filename, problem, "activities/")
+                return False
+            entry = self.archive.get(name) if self.archive and name else None
+            fmt = activity_format(name or "")
+            if entry is None or fmt is None:
+                progress.skipped_invalid += 1
+                progress.entries_done += 1
+                progress.error(name, "unsupported_activity_format",
+                               "Activity files must be .gpx, .tcx or .fit, optionally "
+                               "gzip-compressed (.gz).")
+                return False
+        async with self.pool.acquire() as connection:
+            existing = await db.select_activity_by_strava_id(connection, self.owner_id,
+                                                             activity.strava_id)
+        if existing is not None:
+            if entry is not None:
+                progress.entries_done += 1
+            if existing.import_id == self.id and existing.id not in self._counted:
+                self._counted.add(existing.id)
+                progress.activities_imported += 1
+            else:
+                progress.skipped_duplicate += 1
+            return True
+        if entry is None:
+            outcome = await self._insert_activity(activity)
+        else:
+            outcome = await self._store_activity(activity, entry, fmt or "",
+                                                 display_name or posixpath.basename(entry.name))
+            progress.entries_done += 1
+        if outcome == "imported":
+            progress.activities_imported += 1
+        elif outcome == "duplicate":
+            progress.skipped_duplicate += 1
+        return outcome != "invalid"
+
+    async def _insert_activity(self, activity: StravaActivity) -> str:
+        """An activity without a file (entered by hand on Strava)."""
+        activity_id = uuid4()
+        try:
+            async with self.pool.acquire() as connection:
+                await db.insert_activity(
+                    connection, id=activity_id, owner_id=self.owner_id,
+                    strava_id=activity.strava_id, import_id=self.id,
+                    started_at=activity.started_at, name=activity.name,
+                    activity_type=activity.activity_type,
+                    distance_meters=activity.distance_meters,
+                    elapsed_seconds=activity.elapsed_seconds, file_format=None,
+                    filename=None, size_bytes=None, sha256=None)
+        except asyncpg.UniqueViolationError:
+            return "duplicate"
+        self._counted.add(activity_id)
+        return "imported"
+
+    async def _store_activity(self, activity: StravaActivity, entry: Entry, fmt: str,
+                              display_name: str) -> str:
+        """Stream the activity file to disk, check it, then row and rename together."""
+        archive = self.archive
+        assert archive is not None
+        storage = self.worker.storage
+        files = self.worker.files
+        loop = asyncio.get_running_loop()
+        activity_id = uuid4()
+        final = files.activity_path(self.owner_id, activity_id)
+        try:
+            async with contextlib.aclosing(archive.iter_entry(entry)) as chunks, \
+                    storage.receive(chunks, max_bytes=self.worker.max_file_size_bytes
+                                    ) as received:
+                await loop.run_in_executor(None, check_activity_file, str(received.path), fmt,
+                                           received.size, self.settings.limits)
+                try:
+                    async with self.pool.acquire() as connection, connection.transaction():
+                        if await db.select_activity_by_sha256(connection, self.owner_id,
+                                                              received.sha256):
+                            return "duplicate"
+                        await db.insert_activity(
+                            connection, id=activity_id, owner_id=self.owner_id,
+                            strava_id=activity.strava_id, import_id=self.id,
+                            started_at=activity.started_at, name=activity.name,
+                            activity_type=activity.activity_type,
+                            distance_meters=activity.distance_meters,
+                            elapsed_seconds=activity.elapsed_seconds, file_format=fmt,
+                            filename=_display_name(display_name), size_bytes=received.size,
+                            sha256=received.sha256)
+                        await files.place(received, final)
+                except asyncpg.UniqueViolationError:
+                    return "duplicate"
+                except BaseException:
+                    if received.placed:
+                        # The row did not commit, so its file must not stay.
+                        await files.remove(final)
+                    raise
+        except ActivityFileError as exc:
+            self.progress.skipped_invalid += 1
+            self.progress.error(entry.name, exc.code, exc.message)
+            return "invalid"
+        except ArchiveError:
+            raise
+        except ServiceError as exc:
+            self.progress.skipped_invalid += 1
+            self.progress.error(entry.name, exc.code, exc.message)
+            return "invalid"
+        self._counted.add(activity_id)
+        return "imported"
+
+    def _reference_problem(self, value: str, problem: str, folder: str) -> None:
+        shown = _printable(value)
+        if problem == MISSING_FILE:
+            self.progress.skipped_missing_file += 1
+            self.progress.error(shown, "missing_file",
+                                "The archive has no file by this name.")
+        else:
+            self.progress.skipped_invalid += 1
+            self.progress.error(shown, "invalid_path",
+                                f"The path does not name a file under {folder} in the "
+                                "archive; paths outside it are not followed.")
+
+    # Media -----------------------------------------------------------------------------
+
+    async def _import_media(self, reference: str, names: set[str], *,
+                            workout_id: str | None, filename: str | None = None,
+                            caption: str | None = None, created_at: datetime | None = None,
+                            sha256: str | None = None) -> None:
+        progress = self.progress
+        name, problem = resolve_reference(reference, MEDIA_PREFIX, names)
+        if problem is not None or name is None:
+            self._reference_problem(reference, problem or INVALID, "media/")
+            return
+        archive = self.archive
+        assert archive is not None
+        entry = archive.get(name)
+        assert entry is not None
+        try:
+            async with contextlib.aclosing(archive.iter_entry(entry)) as chunks:
+                item = await self.worker.ingestor.ingest(
+                    chunks, filename=filename or posixpath.basename(name),
+                    owner_id=self.owner_id, workout_id=workout_id, caption=caption,
+                    declared_size=entry.declared_size, deduplicate=True)
+        except ArchiveError:
+            raise
+        except DuplicateMediaError as exc:
+            progress.entries_done += 1
+            async with self.pool.acquire() as connection:
+                ours = await db.import_created_media(connection, self.id, exc.existing.id)
+            if ours and exc.existing.id not in self._counted:
+                self._counted.add(exc.existing.id)
+                progress.media_imported += 1
+            else:
+                progress.skipped_duplicate += 1
+            return
+        except ServiceError as exc:
+            progress.entries_done += 1
+            progress.skipped_invalid += 1
+            progress.error(name, exc.code, exc.message)
+            return
+        progress.entries_done += 1
+        if sha256 is not None and item.sha256 != sha256:
+            await self.worker.ingestor.delete(self.owner_id, item.id)
+            progress.skipped_invalid += 1
+            progress.error(name, "checksum_mismatch",
+                           "The file's SHA-256 differs from the manifest's.")
+            return
+        async with self.pool.acquire() as connection:
+            await db.insert_import_media(connection, self.id, item.id)
+            if created_at is not None:
+                await db.set_media_created_at(connection, self.owner_id, item.id, created_at)
+        self._counted.add(item.id)
+        progress.media_imported += 1
+
+    # An export of this service ---------------------------------------------------------
+
+    async def _read_manifest(self, entry: Entry) -> dict[str, Any] | None:
+        assert self.archive is not None
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, self.archive.read_bytes, entry,
+                                          MAX_MANIFEST_BYTES)
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+            return None
+        if document.get("version") != MANIFEST_VERSION:
+            raise ArchiveError("The export was made by an incompatible version.",
+                               code="unsupported_export_version", entry=MANIFEST_NAME)
+        return document
+
+    async def _import_export(self, document: dict[str, Any]) -> None:
+        assert self.archive is not None
+        progress = self.progress
+        media = document.get("media") if isinstance(document.get("media"), list) else []
+        activities = (document.get("activities")
+                      if isinstance(document.get("activities"), list) else [])
+        names = {entry.name for entry in self.archive.files}
+        progress.entries_total = 1
+        progress.entries_done = 1
+        for item in (*media, *activities):
+            path = item.get("path") if isinstance(item, dict) else None
+            entry = self.archive.get(path) if isinstance(path, str) else None
+            if entry is not None:
+                progress.entries_total += 1
+                progress.bytes_total += entry.declared_size
+        progress.activities_found = len(activities)
+        for index, item in enumerate(activities):
+            parsed = _manifest_activity(index, item)
+            if parsed is None:
+                progress.skipped_invalid += 1
+                progress.error(f"{MANIFEST_NAME}:activities[{index}]", "invalid_manifest_item",
+                               "The activity in the manifest is malformed.")
+                continue
+            activity, display_name = parsed
+            await self._import_activity(activity, names, display_name)
+        for index, item in enumerate(media):
+            parsed_media = _manifest_media(item)
+            if parsed_media is None:
+                progress.skipped_invalid += 1
+                progress.error(f"{MANIFEST_NAME}:media[{index}]", "invalid_manifest_item",
+                               "The media item in the manifest is malformed.")
+                continue
+            await self._import_media(parsed_media["path"], names, **{
+                key: value for key, value in parsed_media.items() if key != "path"})
+
+    # Undoing a refused archive ---------------------------------------------------------
+
+    async def _roll_back(self) -> None:
+        """Remove what this import stored: an archive refused as a whole leaves nothing."""
+        files = self.worker.files
+        async with self.pool.acquire() as connection:
+            media_ids = [row["media_id"] for row in await connection.fetch(
+                "SELECT media_id FROM media.import_media WHERE import_id = $1", self.id)]
+            activity_rows = await connection.fetch(
+                "DELETE FROM media.activities WHERE import_id = $1 RETURNING id, sha256",
+                self.id)
+        for row in activity_rows:
+            if row["sha256"] is not None:
+                await files.remove(files.activity_path(self.owner_id, row["id"]))
+        await self.worker.ingestor.discard(self.owner_id, media_ids)
+        self.progress.activities_imported = 0
+        self.progress.media_imported = 0
+
+
+def _display_name(name: str) -> str:
+    cleaned = "".join(char for char in name if char.isprintable()).strip()
+    return cleaned[:255] or "activity"
+
+
+def _printable(value: str) -> str:
+    return "".join(char if char.isprintable() else f"\\x{ord(char):02x}"
+                   for char in value)[:300]
+
+
+def _optional(item: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(key)
+    return value
+
+
+def _timestamp(item: dict[str, Any], key: str) -> datetime | None:
+    value = _optional(item, key, str)
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(key)
+    return parsed
+
+
+def _manifest_activity(index: int, item: Any) -> tuple[StravaActivity, str | None] | None:
+    if not isinstance(item, dict):
+        return None
+    try:
+        strava_id = _optional(item, "stravaId", str)
+        activity_type = _optional(item, "type", str)
+        if not strava_id or not strava_id.isascii() or not strava_id.isdigit() \
+                or len(strava_id) > 20 or not activity_type or len(activity_type) > 64:
+            return None
+        distance = _optional(item, "distanceMeters", (int, float))
+        elapsed = _optional(item, "elapsedSeconds", int)
+        activity = StravaActivity(
+            row=index, strava_id=strava_id, started_at=_timestamp(item, "startedAt"),
+            name=(_optional(item, "name", str) or "")[:500], activity_type=activity_type,
+            elapsed_seconds=elapsed,
+            distance_meters=float(distance) if distance is not None else None,
+            filename=_optional(item, "path", str), media=())
+        return activity, _optional(item, "filename", str)
+    except ValueError:
+        return None
+
+
+def _manifest_media(item: Any) -> dict[str, Any] | None:
+    if not isinstance(item, dict):
+        return None
+    try:
+        path = _optional(item, "path", str)
+        if not path:
+            return None
+        return {
+            "path": path,
+            "filename": _optional(item, "filename", str),
+            "workout_id": _optional(item, "workoutId", str),
+            "caption": _optional(item, "caption", str),
+            "created_at": _timestamp(item, "createdAt"),
+            "sha256": _optional(item, "sha256", str),
+        }
+    except ValueError:
+        return None
+
+
+# Wiring ----------------------------------------------------------------------------------
+
+IMPORT_WORKER = web.AppKey("import_worker", ImportWorker)
+
+
+async def remove_leftover_archives(worker: ImportWorker) -> None:
+    """Archives of imports that ended while their removal failed."""
+    if worker.settings.keep_archive:
+        return
+    async with worker.pool.acquire() as connection:
+        leftovers = await db.select_finished_with_archive(connection)
+    for owner_id, import_id in leftovers:
+        await worker.files.remove(worker.files.archive_path(owner_id, import_id))
+        async with worker.pool.acquire() as connection:
+            await db.set_archive_absent(connection, import_id)
+
+
+def import_worker_context(settings: ImportSettings, max_file_size_bytes: int):
+    """A cleanup context: start the worker once the pool, storage and ingestor exist."""
+    from services.media.keys import INGESTOR, STORAGE
+    from shared.keys import DB_POOL
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        worker = ImportWorker(pool=app[DB_POOL], storage=app[STORAGE],
+                              ingestor=app[INGESTOR], settings=settings,
+                              max_file_size_bytes=max_file_size_bytes)
+        await remove_leftover_archives(worker)
+        app[IMPORT_WORKER] = worker
+        worker.start()
+        try:
+            yield
+        finally:
+            await worker.stop()
+
+    return context
+

@@ -1,0 +1,91 @@
+"""Helpers for the import and export tests: upload, wait, and look at rows and files."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from shared.keys import DB_POOL
+
+FINAL = {"done", "failed", "cancelled"}
+
+
+def archive_form(data: bytes, filename: str = "export.zip",
+                 content_type: str = "application/zip") -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("file", data, filename=filename, content_type=content_type)
+    return form
+
+
+async def post_import(api, data: bytes, filename: str = "export.zip"):
+    return await api.client.post("/imports", data=archive_form(data, filename),
+                                 headers=api.headers())
+
+
+async def start_import(api, data: bytes) -> str:
+    response = await post_import(api, data)
+    body = await response.json()
+    assert response.status == 202, body
+    assert body["status"] == "queued"
+    assert response.headers["Location"] == f"imports/{body['id']}"
+    return body["id"]
+
+
+async def import_state(api, import_id: str) -> dict[str, Any]:
+    response = await api.get(f"/imports/{import_id}")
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def wait_for(api, import_id: str, statuses: set[str] = FINAL,
+                   timeout: float = 60.0, **progress_at_least: int) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = await import_state(api, import_id)
+        if state["status"] in statuses and all(
+                state["progress"][key] >= value for key, value in progress_at_least.items()):
+            return state
+        if state["status"] in FINAL and state["status"] not in statuses:
+            raise AssertionError(f"import ended {state['status']}: {state}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"import did not reach {statuses}: {state}")
+        await asyncio.sleep(0.05)
+
+
+async def import_done(api, data: bytes) -> dict[str, Any]:
+    state = await wait_for(api, await start_import(api, data))
+    assert state["status"] == "done", state
+    return state
+
+
+def files_under(root: Path) -> dict[str, int]:
+    return {str(path.relative_to(root)): path.stat().st_size
+            for path in root.rglob("*") if not path.is_dir()}
+
+
+async def rows(api, table: str) -> list[dict[str, Any]]:
+    assert table in {"media", "activities", "imports", "import_media"}
+    async with api.app[DB_POOL].acquire() as connection:
+        return [dict(row) for row in await connection.fetch(f"SELECT * FROM media.{table}")]
+
+
+async def world(api) -> tuple[Any, ...]:
+    """Every row of the media tables and every file under the root."""
+    media = sorted((str(r["id"]), r["sha256"]) for r in await rows(api, "media"))
+    activities = sorted((str(r["id"]), r["strava_id"]) for r in await rows(api, "activities"))
+    imports = sorted(str(r["id"]) for r in await rows(api, "imports"))
+    return media, activities, imports, files_under(api.root)
+
+
+def summary_counts(state: dict[str, Any]) -> dict[str, Any]:
+    summary = state["summary"]
+    return {
+        "activitiesFound": summary["activitiesFound"],
+        "activitiesImported": summary["activitiesImported"],
+        "mediaImported": summary["mediaImported"],
+        **summary["skipped"],
+    }

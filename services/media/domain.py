@@ -362,7 +362,8 @@ def decode_cursor(value: str) -> Cursor:
 def parse_limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_PAGE_SIZE
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+    if (len(value) > 3 or not value.isascii() or not value.isdigit()
+            or not 1 <= int(value) <= MAX_PAGE_SIZE):
         raise ValidationError("limit", f"'limit' must be a whole number from 1 to "
                               f"{MAX_PAGE_SIZE}.", code="invalid_limit")
     return int(value)

@@ -66,7 +66,8 @@ async def test_list_shows_only_the_callers_items(api):
 
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=201", "limit=abc", "limit=-1",
-                                   "limit=१०", "cursor=bm9wZQ", "cursor=%%%",
+                                   "limit=१०", "limit=" + "9" * 5000, "cursor=bm9wZQ",
+                                   "cursor=%%%",
                                    "cursor=" + "A" * 500, "workoutId=a/b",
                                    "cursor=eyJjIjoiMjAyNi0wMS0wMSIsImkiOiJ4In0"])
 async def test_bad_list_parameters_are_400(api, query):

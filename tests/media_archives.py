@@ -78,6 +78,14 @@ def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (1
     return out.getvalue()
 
 
+def noise_jpeg(size: tuple[int, int] = (200, 200), seed: int = 1) -> bytes:
+    """A JPEG that neither JPEG nor deflate can make small."""
+    out = io.BytesIO()
+    pixels = random.Random(seed).randbytes(size[0] * size[1] * 3)
+    Image.frombytes("RGB", size, pixels).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
 def png(color: tuple[int, int, int] = (30, 30, 200)) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (10, 10), color).save(out, format="PNG")

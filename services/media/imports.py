@@ -200,8 +200,7 @@ class ImportJob:
         status = db.DONE
         try:
             try:
-                self.archive = await loop.run_in_executor(
-                    None, open_archive, self.archive_path, self.settings.limits)
+                self.archive = await self._open_archive()
                 try:
                     await self._import()
                 finally:
@@ -216,6 +215,18 @@ class ImportJob:
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
         await self.end(status)
+
+    async def _open_archive(self) -> Archive:
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(None, open_archive, self.archive_path,
+                                       self.settings.limits)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The check finishes in its thread regardless; close what it opened.
+            with contextlib.suppress(BaseException):
+                (await opening).close()
+            raise
 
     async def end(self, status: str) -> None:
         async with self.pool.acquire() as connection:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,15 @@ def files_under(root: Path) -> dict[str, int]:
 
 
 async def rows(api, table: str) -> list[dict[str, Any]]:
-    assert table in {"media", "activities", "imports", "import_media"}
+    """The user's rows of one table (the database is shared by the whole test run)."""
+    assert table in {"media", "activities", "imports"}
     async with api.app[DB_POOL].acquire() as connection:
-        return [dict(row) for row in await connection.fetch(f"SELECT * FROM media.{table}")]
+        return [dict(row) for row in await connection.fetch(
+            f"SELECT * FROM media.{table} WHERE owner_id = $1", uuid.UUID(api.user_id))]
 
 
 async def world(api) -> tuple[Any, ...]:
-    """Every row of the media tables and every file under the root."""
+    """The user's rows of the media tables and every file under the root."""
     media = sorted((str(r["id"]), r["sha256"]) for r in await rows(api, "media"))
     activities = sorted((str(r["id"]), r["strava_id"]) for r in await rows(api, "activities"))
     imports = sorted(str(r["id"]) for r in await rows(api, "imports"))

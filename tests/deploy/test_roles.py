@@ -1,0 +1,169 @@
+"""Per-service database roles: each owns its schema, the gateway only reads the revocation
+list. Run against the test PostgreSQL with randomly named roles, dropped afterwards."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import warnings
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import pytest
+
+from deploy import roles
+from tests.support import CI, ROOT, with_database
+
+SERVICES = ("auth", "media", "gateway")
+
+
+@pytest.fixture
+async def setup(postgres_admin_url):
+    database = f"tempo_roles_{secrets.token_hex(4)}"
+    prefix = f"tempo_t{secrets.token_hex(4)}"
+    names = {service: roles.role_name(prefix, service) for service in SERVICES}
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await roles.ensure_database(admin, database)
+        in_db = await asyncpg.connect(with_database(postgres_admin_url, database))
+        try:
+            await roles.ensure_roles(in_db, database, [
+                roles.Role(service, names[service], secrets.token_urlsafe(24))
+                for service in SERVICES])
+        finally:
+            await in_db.close()
+        yield with_database(postgres_admin_url, database), names
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await roles.drop_roles(admin, list(names.values()))
+        await admin.close()
+
+
+async def as_role(url: str, role: str) -> asyncpg.Connection:
+    # The test server trusts loopback; the roles' own passwords matter in production.
+    return await asyncpg.connect(url, user=role)
+
+
+async def test_each_service_owns_its_schema_and_nothing_else(setup):
+    url, names = setup
+    auth = await as_role(url, names["auth"])
+    media = await as_role(url, names["media"])
+    try:
+        await auth.execute("CREATE TABLE auth.users (id int)")
+        await media.execute("CREATE TABLE media.items (id int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await media.fetch("SELECT * FROM auth.users")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await auth.execute("CREATE TABLE media.sneaky (id int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await media.execute("CREATE TABLE public.sneaky (id int)")
+    finally:
+        await auth.close()
+        await media.close()
+
+
+async def test_the_gateway_may_only_read_the_revocation_view_and_listen(setup,
+                                                                        postgres_admin_url):
+    url, names = setup
+    auth = await as_role(url, names["auth"])
+    try:
+        await auth.execute("CREATE TABLE auth.sessions (jti text, expires_at timestamptz,"
+                           " revoked_at timestamptz, password_hash text)")
+        await auth.execute("CREATE VIEW auth.revoked_tokens AS SELECT jti, expires_at"
+                           " FROM auth.sessions WHERE revoked_at IS NOT NULL")
+    finally:
+        await auth.close()
+    admin = await asyncpg.connect(url)
+    try:
+        assert await roles.grant_revocation_reader(admin, names["gateway"])
+    finally:
+        await admin.close()
+    gateway = await as_role(url, names["gateway"])
+    try:
+        assert await gateway.fetch("SELECT jti, expires_at FROM auth.revoked_tokens") == []
+        await gateway.add_listener("tempo_revocations", lambda *args: None)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await gateway.fetch("SELECT * FROM auth.sessions")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await gateway.execute("DELETE FROM auth.revoked_tokens")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await gateway.execute("CREATE TABLE public.sneaky (id int)")
+    finally:
+        await gateway.close()
+
+
+async def test_grant_waits_for_the_view_to_exist(setup):
+    url, names = setup
+    admin = await asyncpg.connect(url)
+    try:
+        assert await roles.grant_revocation_reader(admin, names["gateway"]) is False
+    finally:
+        await admin.close()
+
+
+def test_role_names_are_checked():
+    with pytest.raises(ValueError, match="role name"):
+        roles.role_name("tempo; DROP", "auth")
+
+
+@pytest.fixture(scope="module")
+def private_server(tmp_path_factory):
+    """A PostgreSQL of this module's own: the compose init script uses fixed role names,
+    which must not be created on a shared server."""
+    if shutil.which("psql") is None:
+        message = "psql is not installed (Debian: postgresql-client)"
+        if CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        yield server
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server.cleanup()
+
+
+def test_compose_init_script_gives_least_privilege(private_server, tmp_path):
+    uri = private_server.get_uri()
+    socket_dir = parse_qs(urlsplit(uri).query)["host"][0]
+    env = {**os.environ, "PGHOST": socket_dir, "PGUSER": "postgres", "POSTGRES_USER": "postgres",
+           "POSTGRES_DB": "tempo", "SECRETS_DIR": str(tmp_path)}
+    for name in ("db_auth_password", "db_media_password", "db_gateway_password",
+                 "postgres_password"):
+        (tmp_path / name).write_text(secrets.token_urlsafe(24))
+
+    def psql(sql: str, *, user: str = "postgres", database: str = "tempo"):
+        return subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-X", "-q", "-At", "-U", user,
+                               "-d", database, "-c", sql], env=env, capture_output=True,
+                              text=True, check=False)
+
+    assert psql("CREATE DATABASE tempo", database="postgres").returncode == 0
+    init = subprocess.run(["sh", str(ROOT / "deploy/postgres/10-roles.sh")], env=env,
+                          capture_output=True, text=True, check=False)
+    assert init.returncode == 0, init.stderr
+    assert psql("CREATE TABLE auth.sessions (jti text, revoked_at timestamptz);"
+                "CREATE VIEW auth.revoked_tokens AS SELECT jti FROM auth.sessions",
+                user="tempo_auth").returncode == 0
+    assert psql("CREATE TABLE media.items (id int)", user="tempo_media").returncode == 0
+    grant = subprocess.run(["sh", str(ROOT / "deploy/postgres/grant-gateway.sh")],
+                           env={**env, "PGHOST": socket_dir, "PGDATABASE": "tempo"},
+                           capture_output=True, text=True, check=False)
+    assert grant.returncode == 0, grant.stderr
+
+    assert psql("SELECT count(*) FROM auth.revoked_tokens", user="tempo_gateway").stdout \
+        .strip() == "0"
+    assert psql("SELECT * FROM auth.sessions", user="tempo_gateway").returncode != 0
+    assert psql("SELECT * FROM media.items", user="tempo_gateway").returncode != 0
+    assert psql("SELECT * FROM auth.sessions", user="tempo_media").returncode != 0
+    assert psql("CREATE TABLE media.x (id int)", user="tempo_auth").returncode != 0
+    assert psql("CREATE TABLE public.x (id int)", user="tempo_gateway").returncode != 0
+    # Every role has a password: nothing logs in on an empty one once auth is required.
+    assert psql("SELECT count(*) FROM pg_authid WHERE rolname LIKE 'tempo_%'"
+                " AND rolpassword IS NULL").stdout.strip() == "0"

@@ -8,8 +8,10 @@ atomicity, because both go through ``ingest_media``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -122,11 +124,11 @@ async def ingest_media(
 
     try:
         async with storage.receive(chunks, max_bytes=max_bytes, on_head=check_head) as received:
-            item = await settled(_commit(
+            item = await _commit_or_nothing(
                 received, media_types[0], owner_id=owner_id, filename=display_name,
                 pool=pool, storage=storage, limits=limits, workout_id=workout_id,
                 caption=caption, deduplicate=deduplicate,
-            ))
+            )
     except SizeLimitExceededError as exc:
         refusal: Exception = exc
         if remaining is not None and exc.limit == remaining < limits.max_file_size_bytes:
@@ -141,6 +143,23 @@ async def ingest_media(
     log.info("media_stored", media_id=str(item.id), owner_id=str(owner_id),
              mime_type=item.mime_type, declared_type=declared_type, size_bytes=item.size_bytes)
     return item
+
+
+async def _commit_or_nothing(received: Received, media_type: MediaType, *,
+                             owner_id: UUID, pool: asyncpg.Pool, storage: MediaStorage,
+                             **details: Any) -> store.MediaItem:
+    """``_commit``, run to its end even when cancelled; a cancelled caller never learns of
+    the item, so an item that committed anyway is removed again."""
+    commit = asyncio.ensure_future(_commit(received, media_type, owner_id=owner_id,
+                                           pool=pool, storage=storage, **details))
+    try:
+        return await asyncio.shield(commit)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.wait([commit])
+        if commit.done() and not commit.cancelled() and commit.exception() is None:
+            await settled(delete_media(pool, storage, owner_id, commit.result().id))
+        raise
 
 
 async def _commit(received: Received, media_type: MediaType, *, owner_id: UUID,

@@ -14,6 +14,7 @@ from services.media.ingest import DuplicateMediaError, QuotaExceededError, Uploa
 from services.media.keys import INGESTOR
 from services.media.storage import SizeLimitExceededError
 from shared.errors import UnsupportedMediaTypeError, ValidationError
+from shared.keys import DB_POOL
 
 
 class Source:
@@ -178,3 +179,37 @@ async def test_memory_stays_bounded_by_the_chunk_size(api):
         tracemalloc.stop()
     assert item.size_bytes == len(head) + 64 * chunk
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while streaming 16 MiB"
+
+
+async def test_cancelling_during_the_commit_leaves_nothing(api, unchanged):
+    """Cancelled while the row is being written: the commit runs to its end and the item it
+    produced is removed again, because nobody will ever be told about it."""
+    async with api.app[DB_POOL].acquire() as connection:
+        await connection.execute("""
+            CREATE OR REPLACE FUNCTION media.test_slow_row() RETURNS trigger
+            LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.4); RETURN NEW; END $$;
+            CREATE TRIGGER test_slow_insert BEFORE INSERT ON media.media FOR EACH ROW
+                WHEN (NEW.filename LIKE 'slow%') EXECUTE FUNCTION media.test_slow_row();
+        """)
+    try:
+        async with unchanged(api):
+            task = asyncio.create_task(api.app[INGESTOR].ingest(
+                Source(jpeg()), filename="slow.jpg", owner_id=uuid.UUID(api.user_id)))
+
+            async def inserting() -> bool:
+                async with api.app[DB_POOL].acquire() as connection:
+                    return bool(await connection.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE query LIKE 'INSERT INTO media.media%' AND state = 'active'"))
+
+            deadline = asyncio.get_running_loop().time() + 5
+            while not await inserting():
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        async with api.app[DB_POOL].acquire() as connection:
+            await connection.execute("DROP TRIGGER test_slow_insert ON media.media;"
+                                     " DROP FUNCTION media.test_slow_row();")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from pathlib import Path
@@ -17,8 +18,8 @@ FINAL = {"done", "failed", "cancelled"}
 
 def archive_form(data: bytes, filename: str = "export.zip",
                  content_type: str = "application/zip") -> aiohttp.FormData:
-    form = aiohttp.FormData()
-    form.add_field("file", data, filename=filename, content_type=content_type)
+    form = aiohttp.FormData(default_to_multipart=True)
+    form.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
     return form
 
 

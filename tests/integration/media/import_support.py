@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from shared.keys import DB_POOL
+from tests.media_archives import Row, activities_csv, fit_gz, gpx, jpeg, png, zip_bytes
 
 FINAL = {"done", "failed", "cancelled"}
 
@@ -93,3 +94,44 @@ def summary_counts(state: dict[str, Any]) -> dict[str, Any]:
         "mediaImported": summary["mediaImported"],
         **summary["skipped"],
     }
+
+
+RED, GREEN = jpeg((220, 20, 20)), jpeg((20, 200, 20))
+BLUE = png((20, 20, 220))
+RUN_GPX = gpx(20, "Canal loop")
+RIDE_FIT_GZ = fit_gz(b"\x01" * 64)
+RUN_FIT_GZ = fit_gz(b"\x02" * 64)
+
+
+def realistic_export() -> bytes:
+    rows_ = [
+        Row("101", name="Canal loop", filename="activities/101.gpx",
+            media=["media/red.jpg", "media/blue.png"]),
+        Row("102", activity_type="Ride", name="Commute", filename="activities/102.fit.gz",
+            media=["media/ride.jpg"]),
+        Row("103", name="Tempo run", date="Feb 10, 2024, 6:15:00 PM", elapsed="2520",
+            distance_m="8012.5", filename="activities/103.fit.gz", media=["media/green.jpg"]),
+        # Its file is not in the archive.
+        Row("104", filename="activities/104.gpx"),
+        # Same bytes as 101's file, and a photo already brought in by 101.
+        Row("105", filename="activities/105.gpx", media=["media/red-copy.jpg"]),
+        # Entered by hand on Strava: no file; its photo is missing from the archive.
+        Row("106", name="Treadmill", media=["media/gone.jpg"]),
+        # The same activity twice.
+        Row("101", name="Canal loop", filename="activities/101.gpx"),
+        Row("not-a-number"),
+    ]
+    return zip_bytes([
+        ("activities.csv", activities_csv(rows_)),
+        ("activities/", b""),
+        ("activities/101.gpx", RUN_GPX),
+        ("activities/102.fit.gz", RIDE_FIT_GZ),
+        ("activities/103.fit.gz", RUN_FIT_GZ),
+        ("activities/105.gpx", RUN_GPX),
+        ("media/red.jpg", RED),
+        ("media/blue.png", BLUE),
+        ("media/ride.jpg", jpeg((9, 9, 9))),
+        ("media/green.jpg", GREEN),
+        ("media/red-copy.jpg", RED),
+        ("profile.csv", b"Name\nRunner\n"),
+    ])

@@ -10,6 +10,7 @@ Screenshots of each screen go to ``tests/e2e/artifacts/``.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import urllib.request
@@ -144,6 +145,23 @@ def file(name: str, mime: str, data: bytes) -> dict:
     return {"name": name, "mimeType": mime, "buffer": data}
 
 
+def drop(page, *files: dict) -> None:
+    """Drops files on the drop zone the way a browser does: dragenter, dragover, drop,
+    with the files in the event's DataTransfer."""
+    page.locator("#upload-dropzone").evaluate("""(zone, files) => {
+        const transfer = new DataTransfer();
+        for (const file of files) {
+          const bytes = Uint8Array.from(atob(file.data), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], file.name, {type: file.mimeType}));
+        }
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+          zone.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true,
+                                                  dataTransfer: transfer}));
+        }
+    }""", [{"name": f["name"], "mimeType": f["mimeType"],
+            "data": base64.b64encode(f["buffer"]).decode()} for f in files])
+
+
 def images_rendered(page) -> list[dict]:
     return page.evaluate("""() => [...document.querySelectorAll('#gallery-grid img.media')]
         .map((img) => ({complete: img.complete, width: img.naturalWidth,
@@ -185,7 +203,7 @@ def test_first_run_creates_the_account_and_closes_registration(ui, ui_stack, own
     register.get_by_role("button", name="Create account").click()
     page.get_by_role("heading", name="Gallery").wait_for()
     assert page.locator("#whoami").inner_text() == owner.username
-    assert page.locator("#gallery-empty").is_visible()
+    page.locator("#gallery-empty").wait_for()
     assert_no_token_cookie(page)
     cookie = next(c for c in page.context.cookies() if c["name"] == "authToken")
     assert cookie["httpOnly"]
@@ -287,8 +305,8 @@ def test_caption_edit_persists_and_delete_asks_first(ui, ui_stack, owner):
     go(page, "Upload")
     upload_form = page.locator("#view-upload")
     upload_form.get_by_label("Workout (optional)").fill("long-run-42")
-    upload(page, file("trail.png", "image/png", png_bytes(320, 240, (20, 120, 60))),
-           file("bridge.png", "image/png", png_bytes(320, 240, (120, 20, 160))))
+    drop(page, file("trail.png", "image/png", png_bytes(320, 240, (20, 120, 60))),
+         file("bridge.png", "image/png", png_bytes(320, 240, (120, 20, 160))))
     page.locator("#upload-list .transfer.done").nth(1).wait_for()
     go(page, "Gallery")
 
@@ -312,6 +330,10 @@ def test_caption_edit_persists_and_delete_asks_first(ui, ui_stack, owner):
     trail = page.locator("#gallery-grid .card", has_text="trail.png")
     trail.wait_for()
     assert trail.locator(".caption").inner_text() == caption
+    # The filter is part of the address, so it survived the reload.
+    assert page.locator("#gallery-workout").input_value() == "long-run-42"
+    page.wait_for_function("() => document.getElementById('gallery-loading').hidden")
+    assert page.locator("#gallery-grid .card").count() == 2
     assert trail.locator("b").count() == 0
 
     # Delete asks first: cancelling keeps the item, confirming removes it for good.
@@ -331,6 +353,49 @@ def test_caption_edit_persists_and_delete_asks_first(ui, ui_stack, owner):
     page.reload()
     page.locator("#gallery-grid .card", has_text="trail.png").wait_for()
     assert page.locator("#gallery-grid .card", has_text="bridge.png").count() == 0
+
+
+def test_gallery_loads_the_next_page_as_it_scrolls(ui, ui_stack, owner):
+    ensure_owner(ui_stack, owner)
+    page, watch = ui.open("scroll")
+    sign_in(page, watch, owner)
+    # Thirty small photos in two requests, straight from the page (same origin, its cookie).
+    created = page.evaluate("""async (data) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        let created = 0;
+        for (let batch = 0; batch < 2; batch += 1) {
+          const form = new FormData();
+          form.append('workoutId', 'interval-session');
+          for (let i = 0; i < 15; i += 1) {
+            const name = `lap-${batch * 15 + i}.png`;
+            form.append('file', new File([bytes], name, {type: 'image/png'}));
+          }
+          const response = await fetch('/api/media', {method: 'POST', body: form,
+                                                       credentials: 'same-origin'});
+          created += (await response.json()).items.length;
+        }
+        return created;
+    }""", base64.b64encode(png_bytes(48, 36, (240, 160, 30))).decode())
+    assert created == 30
+    total = page.evaluate("""async () => (await (await fetch('/api/media?limit=200',
+        {credentials: 'same-origin'})).json()).items.length""")
+    page.reload()
+    page.get_by_role("heading", name="Gallery").wait_for()
+    cards = page.locator("#gallery-grid .card")
+    page.wait_for_function("() => document.getElementById('gallery-loading').hidden")
+    assert cards.count() == 24
+    assert page.locator("#gallery-more").is_visible()
+    page.mouse.wheel(0, 20_000)
+    page.wait_for_function("(total) => document.querySelectorAll('#gallery-grid .card').length"
+                           " === total", arg=total)
+    page.wait_for_function("() => document.getElementById('gallery-loading').hidden")
+    assert page.locator("#gallery-more").is_hidden()
+    ids = page.evaluate("""() => [...document.querySelectorAll('#gallery-grid .card')]
+        .map((card) => card.dataset.mediaId)""")
+    assert len(set(ids)) == total
+    names = cards.locator(".filename").all_inner_texts()
+    # Newest first across the page boundary: the last lap uploaded comes first.
+    assert names[0] == "lap-29.png"
 
 
 def test_video_plays_and_seeks_with_range_requests(ui, ui_stack, owner):
@@ -519,6 +584,6 @@ def test_lockout_says_when_to_try_again(ui, ui_stack, owner):
     page.wait_for_function(
         "() => /try again in/.test(document.getElementById('signin-error').textContent)")
     assert answer.value.json()["error"] in error.inner_text()
-    assert re.search(r"try again in \d+ (second|minute)s? \(at ", error.inner_text())
+    assert re.search(r"try again in \d+ (second|minute)s?, at ", error.inner_text())
     assert form.get_by_role("button", name="Sign in").is_disabled()
     screenshot(page, "sign-in-locked")

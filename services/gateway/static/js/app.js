@@ -93,14 +93,14 @@ const app = {
 
 function route() {
   if (!user) return;
-  const name = window.location.hash.replace(/^#\/?/, '');
+  const [name, query = ''] = window.location.hash.replace(/^#\/?/, '').split('?');
   const view = ROUTES.includes(name) ? name : 'gallery';
   if (name !== view) {
     window.history.replaceState(null, '', `#/${view}`);
   }
   show(view, { focus: current !== view && current !== 'loading' });
   const controller = controllers[view];
-  if (controller && controller.enter) controller.enter();
+  if (controller && controller.enter) controller.enter(new URLSearchParams(query));
 }
 
 async function start() {

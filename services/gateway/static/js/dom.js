@@ -59,14 +59,14 @@ export function formatBytes(bytes) {
   return unit === 0 ? `${value} ${units[0]}` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
 
-/** "in 3 minutes (at 14:05)" for a wait of `seconds`. */
+/** "in 3 minutes, at 14:05" for a wait of `seconds`. */
 export function formatWait(seconds) {
   const at = timeOnly.format(new Date(Date.now() + seconds * 1000));
-  if (seconds < 60) return `in ${seconds} second${seconds === 1 ? '' : 's'} (at ${at})`;
+  if (seconds < 60) return `in ${seconds} second${seconds === 1 ? '' : 's'}, at ${at}`;
   const minutes = Math.ceil(seconds / 60);
-  if (minutes < 120) return `in ${minutes} minute${minutes === 1 ? '' : 's'} (at ${at})`;
+  if (minutes < 120) return `in ${minutes} minute${minutes === 1 ? '' : 's'}, at ${at}`;
   const hours = Math.round(minutes / 60);
-  return `in about ${hours} hours (at ${at})`;
+  return `in about ${hours} hours, at ${at}`;
 }
 
 export function percent(done, total) {

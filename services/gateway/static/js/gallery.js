@@ -226,6 +226,9 @@ export function initGallery(app) {
     filter = workoutId.trim();
     workoutInput.value = filter;
     clearButton.hidden = !filter;
+    // Kept in the address so that a reload or a bookmark shows the same selection.
+    const query = filter ? `?${new URLSearchParams({ workout: filter })}` : '';
+    window.history.replaceState(null, '', `#/gallery${query}`);
     reload();
   }
 
@@ -249,8 +252,12 @@ export function initGallery(app) {
   observer.observe(more);
 
   return {
-    enter() {
-      if (stale) {
+    enter(params) {
+      const wanted = (params && params.get('workout')) || '';
+      if (wanted !== filter) {
+        stale = false;
+        applyFilter(wanted);
+      } else if (stale) {
         stale = false;
         reload();
       }

@@ -29,7 +29,14 @@ from services.media.domain import (
     validate_workout_id,
 )
 from services.media.keys import INGESTOR, MEDIA_SETTINGS, STORAGE
-from services.media.multipart import drain, open_form, part_chunks, parts, read_field
+from services.media.multipart import (
+    drain,
+    open_form,
+    part_chunks,
+    part_head,
+    parts,
+    read_field,
+)
 from services.media.storage import READ_CHUNK_BYTES
 from shared.errors import (
     BadRequestError,
@@ -111,21 +118,22 @@ async def create_media(request: web.Request) -> web.Response:
     text_parts = 0
     try:
         async for part in parts(reader):
-            if part.name == "file":
+            head = part_head(part)
+            if head.name == "file":
                 files_seen += 1
                 if files_seen > limits.max_files_per_request:
                     raise TooManyFilesError(
                         f"At most {limits.max_files_per_request} files may be sent at once.")
                 try:
                     item = await ingestor.ingest(
-                        part_chunks(part), filename=part.filename, owner_id=owner_id,
+                        part_chunks(part), filename=head.filename, owner_id=owner_id,
                         workout_id=fields.get("workoutId"), caption=fields.get("caption"),
-                        declared_type=part.headers.get(hdrs.CONTENT_TYPE),
+                        declared_type=head.declared_type,
                     )
                 except ServiceError as exc:
                     if not 400 <= exc.status < 500:
                         raise
-                    errors.append(_file_error(part.filename, exc))
+                    errors.append(_file_error(head.filename, exc))
                     await drain(part, request, body_limit)
                 else:
                     items.append(item)
@@ -133,13 +141,13 @@ async def create_media(request: web.Request) -> web.Response:
                 text_parts += 1
                 if text_parts > MAX_TEXT_PARTS:
                     raise BadRequestError("The form has too many fields.", code="too_many_fields")
-                value = await read_field(part, part.name or "")
-                if part.name in TEXT_FIELDS:
+                value = await read_field(part, head.name)
+                if head.name in TEXT_FIELDS:
                     if files_seen:
                         raise BadRequestError(
-                            f"The field '{part.name}' must come before the file parts.",
+                            f"The field '{head.name}' must come before the file parts.",
                             code="field_after_file")
-                    fields[part.name] = (validate_workout_id(value) if part.name == "workoutId"
+                    fields[head.name] = (validate_workout_id(value) if head.name == "workoutId"
                                          else validate_caption(value))
             if request.content.total_bytes > body_limit:
                 raise PayloadTooLargeError(

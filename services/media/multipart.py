@@ -6,10 +6,19 @@ one ``BadRequestError`` here so that no malformed body becomes a 500.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import warnings
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    parse_content_disposition,
+)
+from multidict import CIMultiDictProxy
 
 from shared.errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 
@@ -29,9 +38,52 @@ async def open_form(request: web.Request) -> MultipartReader:
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaTypeError("The request body must be multipart/form-data.")
     try:
-        return await request.multipart()
+        return _CheckedReader(request.headers, request.content)
     except _MALFORMED:
         raise malformed() from None
+
+
+def _check_disposition(headers: Mapping[str, str]) -> None:
+    # aiohttp only warns about a malformed header and carries on without the name, which
+    # would silently turn a file into a nameless field. No await happens in here, so the
+    # temporary warning filter cannot leak into other tasks.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BadContentDispositionHeader)
+        warnings.simplefilter("error", BadContentDispositionParam)
+        try:
+            parse_content_disposition(headers.get(hdrs.CONTENT_DISPOSITION))
+        except (BadContentDispositionHeader, BadContentDispositionParam, *_MALFORMED):
+            raise BadRequestError("A form part has a malformed Content-Disposition header.",
+                                  code="malformed_multipart") from None
+
+
+class _CheckedPartReader(BodyPartReader):
+    """A part reader that refuses a malformed Content-Disposition as it is created."""
+
+    def __init__(self, boundary: bytes, headers: CIMultiDictProxy[str], content: StreamReader,
+                 **kwargs: Any) -> None:
+        _check_disposition(headers)
+        super().__init__(boundary, headers, content, **kwargs)
+
+
+class _CheckedReader(MultipartReader):
+    part_reader_cls = _CheckedPartReader
+
+
+@dataclass(frozen=True, slots=True)
+class PartHead:
+    name: str
+    # None when the part is not a file; the raw client name otherwise (may be empty).
+    filename: str | None
+    declared_type: str | None
+
+
+def part_head(part: BodyPartReader) -> PartHead:
+    """The part's name, file name and declared type; a part without a name is a 400."""
+    name, filename = part.name, part.filename
+    if not name:
+        raise BadRequestError("A form part has no name.", code="malformed_multipart")
+    return PartHead(name, filename, part.headers.get(hdrs.CONTENT_TYPE))
 
 
 async def parts(reader: MultipartReader) -> AsyncIterator[BodyPartReader]:
@@ -65,6 +117,7 @@ async def part_chunks(part: BodyPartReader,
 async def read_field(part: BodyPartReader, name: str,
                      max_bytes: int = MAX_FIELD_BYTES) -> str:
     """A text field, read with a bound and decoded as strict UTF-8."""
+    name = name[:64]
     data = bytearray()
     async for chunk in part_chunks(part, 8192):
         data += chunk

@@ -226,6 +226,19 @@ async def test_malformed_multipart_is_400(api, unchanged, body, content_type):
     await refused(api, unchanged, body, 400, "malformed_multipart", content_type)
 
 
+@pytest.mark.parametrize("disposition", [
+    b"form-data; name=\"file\"; filename*=bogus''%ZZ.jpg",
+    b'form-data; name="file"; filename="a.jpg"; filename="b.jpg"',
+    b"form-data; name=file; filename=a b.jpg",
+    b";;;",
+    b"form-data",
+    b'attachment; filename="a.jpg"',
+])
+async def test_malformed_content_disposition_is_400(api, unchanged, disposition):
+    await refused(api, unchanged, form(part("file", jpeg(), raw_disposition=disposition)), 400,
+                  "malformed_multipart")
+
+
 async def test_non_multipart_body_is_415(api, unchanged):
     await refused(api, unchanged, jpeg(), 415, "unsupported_media_type", "image/jpeg")
 

@@ -87,6 +87,15 @@ async def check_password_policy(settings: AuthSettings, password: str, *, userna
 
 # ---------------------------------------------------------------------------- register
 
+def _recordable(raw_username: str) -> str | None:
+    """The name as the audit trail may keep it: only a well-formed one (a NUL byte, say,
+    cannot even be stored)."""
+    try:
+        return normalize_username(raw_username).display
+    except ValidationError:
+        return None
+
+
 async def registration_available(services: Services) -> bool:
     async with services.pool.acquire() as connection:
         return not await store.registration_taken(connection)
@@ -97,7 +106,8 @@ async def register(services: Services, origin: Origin, raw_username: str, passwo
     async with services.pool.acquire() as connection:
         if await store.registration_taken(connection):
             await audit.record(connection, origin, audit.REGISTER, audit.REFUSED,
-                               username=raw_username[:100], reason="registration_closed")
+                               username=_recordable(raw_username),
+                               reason="registration_closed")
             raise store.RegistrationClosedError()
     name = normalize_username(raw_username)
     if confirm_password is not None and confirm_password != password:

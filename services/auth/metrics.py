@@ -21,3 +21,7 @@ HASH_REJECTIONS = Counter(
     "tempo_auth_hash_queue_rejections_total",
     "Requests answered 503 because too many password hashes were waiting.",
 )
+
+# Every label exists from the start, so a rate over them is 0 rather than missing.
+for _reason in ("invalid_credentials", "locked_out"):
+    LOGIN_FAILURES.labels(reason=_reason)

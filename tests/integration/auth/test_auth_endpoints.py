@@ -335,3 +335,28 @@ async def test_login_with_non_string_password_is_400(api: AuthApi) -> None:
     response = await api.login(password=12345678901234)  # type: ignore[arg-type]
     assert response.status == 400
     assert (await response.json())["field"] == "password"
+
+
+@pytest.mark.parametrize("username", ["run\x00ner", "x" * 500, "\u202e"])
+async def test_bad_username_after_registration_closed_is_still_403(api: AuthApi,
+                                                                   username: str) -> None:
+    assert (await api.register()).status == 201
+    response = await api.register(username=username)
+    assert response.status == 403
+    assert (await response.json())["code"] == "registration_closed"
+
+
+@pytest.mark.parametrize("username", ["run\x00ner", "x" * 500, "\u202e", ""])
+async def test_login_with_an_impossible_username_is_the_generic_401(api: AuthApi,
+                                                                    username: str) -> None:
+    await api.register()
+    response = await api.login(username=username)
+    assert response.status == 401
+    assert (await response.json())["code"] == "invalid_credentials"
+
+
+async def test_passwords_may_hold_any_unicode_and_nul(api: AuthApi) -> None:
+    password = "violet\x00harbor-тангенс-42-🏃"
+    assert (await api.register(password=password)).status == 201
+    assert (await api.login(password=password)).status == 200
+    assert (await api.login(password="violet")).status == 401

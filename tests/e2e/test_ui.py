@@ -14,6 +14,7 @@ import base64
 import json
 import re
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -489,6 +490,19 @@ def test_strava_import_shows_progress_then_the_summary(ui, ui_stack, owner, tmp_
     imported = page.locator("#gallery-grid .card", has_text="track.jpg")
     imported.wait_for()
     assert imported.get_by_role("button", name="Show only workout strava:1001").is_visible()
+
+    # "Download my data" hands over the export: a ZIP with the manifest and the photo.
+    go(page, "Account")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download my data").click()
+    saved = tmp_path / "export.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        manifest = json.loads(archive.read("manifest.json"))
+        filenames = {item["filename"] for item in manifest["media"]}
+        assert "track.jpg" in filenames
+        assert all(archive.getinfo(item["path"]).file_size == item["sizeBytes"]
+                   for item in manifest["media"])
 
 
 def test_sessions_can_be_revoked_password_changed_and_signed_out(ui, ui_stack, owner):

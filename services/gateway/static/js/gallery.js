@@ -45,13 +45,20 @@ export function initGallery(app) {
   function mediaElement(item) {
     const name = item.filename || 'untitled';
     if (String(item.mimeType || '').startsWith('video/')) {
-      return el('video', {
+      const video = el('video', {
         className: 'media',
         attrs: {
           controls: true, preload: 'metadata', playsinline: true, src: contentUrl(item),
           'aria-label': `Video: ${name}`,
         },
       });
+      // Browsers play MP4 but rarely QuickTime or AVI: offer the file itself instead.
+      video.addEventListener('error', () => {
+        video.replaceWith(el('div', { className: 'media no-preview' },
+          el('p', { text: 'This video cannot be played in the browser.' }),
+          el('a', { className: 'button', text: 'Download it', attrs: { href: contentUrl(item), download: name } })));
+      }, { once: true });
+      return video;
     }
     return el('img', {
       className: 'media',
@@ -191,7 +198,9 @@ export function initGallery(app) {
       const page = await api(`/api/media?${params}`);
       if (mine !== generation) return;
       const items = itemsOf(page);
+      const firstPage = !cursor;
       for (const item of items) grid.append(card(item));
+      if (!firstPage && items.length) app.announce(`${items.length} more loaded.`);
       cursor = nextCursorOf(page);
       say(error, '');
       empty.hidden = grid.children.length > 0;

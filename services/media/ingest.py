@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import structlog
+from prometheus_client import Counter
 
 from services.media import store
 from services.media.domain import (
@@ -28,9 +29,14 @@ from services.media.domain import (
 )
 from services.media.settings import StorageSettings
 from services.media.storage import MediaStorage, Received, SizeLimitExceededError, settled
-from shared.errors import ConflictError, PayloadTooLargeError, ValidationError
+from shared.errors import ConflictError, PayloadTooLargeError, ServiceError, ValidationError
 
 log = structlog.get_logger("media.ingest")
+
+# Outcomes are "stored" or a refusal's stable error code, so the label set stays small.
+INGESTED = Counter("tempo_media_ingested_total", "Files offered for storage, by outcome",
+                   ["outcome"])
+STORED_BYTES = Counter("tempo_media_stored_bytes_total", "Bytes of media stored")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,7 @@ class DuplicateMediaError(ConflictError):
 
 def _log_not_stored(exc: BaseException, filename: str, declared_type: str | None,
                     owner_id: UUID) -> None:
+    INGESTED.labels(exc.code if isinstance(exc, ServiceError) else "error").inc()
     log.info("media_not_stored", code=getattr(exc, "code", type(exc).__name__),
              filename=filename, declared_type=declared_type, owner_id=str(owner_id))
 
@@ -140,6 +147,8 @@ async def ingest_media(
     except BaseException as exc:
         _log_not_stored(exc, display_name, declared_type, owner_id)
         raise
+    INGESTED.labels("stored").inc()
+    STORED_BYTES.inc(item.size_bytes)
     log.info("media_stored", media_id=str(item.id), owner_id=str(owner_id),
              mime_type=item.mime_type, declared_type=declared_type, size_bytes=item.size_bytes)
     return item

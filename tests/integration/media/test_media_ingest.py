@@ -213,3 +213,17 @@ async def test_cancelling_during_the_commit_leaves_nothing(api, unchanged):
         async with api.app[DB_POOL].acquire() as connection:
             await connection.execute("DROP TRIGGER test_slow_insert ON media.media;"
                                      " DROP FUNCTION media.test_slow_row();")
+
+
+async def test_outcomes_are_counted_for_monitoring(api):
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("tempo_media_ingested_total",
+                                         {"outcome": outcome}) or 0.0
+
+    stored, refused = count("stored"), count("unsupported_type")
+    await api.upload_ok("a.png", png())
+    await api.upload("b.jpg", HTML)
+    assert count("stored") == stored + 1
+    assert count("unsupported_type") == refused + 1

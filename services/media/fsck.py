@@ -14,6 +14,7 @@ from typing import TextIO
 
 from services.media import consistency
 from services.media.app import MIGRATIONS
+from services.media.import_files import ImportFiles, check_activities
 from services.media.settings import SERVICE, MediaSettings, load_settings
 from services.media.storage import MediaStorage
 from shared.config import SettingsError
@@ -37,11 +38,14 @@ async def run_fsck(settings: MediaSettings, *, repair: bool, out: TextIO) -> int
         )
         if repair:
             await consistency.repair(pool, storage, report)
+        activities = await check_activities(
+            pool, ImportFiles(storage), grace_seconds=settings.storage.orphan_grace_seconds,
+            repair=repair)
     finally:
         await pool.close()
-    for line in consistency.summary_lines(report):
+    for line in consistency.summary_lines(report) + activities.lines():
         print(line, file=out)
-    return EXIT_OK if report.all_well else EXIT_PROBLEMS
+    return EXIT_OK if report.all_well and activities.all_well else EXIT_PROBLEMS
 
 
 def main(argv: Sequence[str], environ: Mapping[str, str] | None = None,

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
+import asyncpg
+
+from services.media import import_store as db
 from services.media.storage import MediaStorage, Received, StoragePathError, file_sha256, settled
 
 IMPORTS_DIR = ".imports"
@@ -80,46 +84,114 @@ class ImportFiles:
         loop = asyncio.get_running_loop()
         return await settled(loop.run_in_executor(None, _unlink_quietly, path))
 
-    def list_activity_files(self) -> dict[tuple[UUID, UUID], Path]:
-        """Every file in the activities area keyed by (owner, activity) (blocking)."""
+    def scan_area(self, folder: str, suffix: str = "") -> tuple[dict[tuple[UUID, UUID], Path],
+                                                                list[Path]]:
+        """Files of ``<root>/<folder>/<owner>/<id><suffix>`` by (owner, id), and anything
+        else found there (blocking)."""
         found: dict[tuple[UUID, UUID], Path] = {}
-        base = self.root / ACTIVITIES_DIR
+        strays: list[Path] = []
+        base = self.root / folder
         if not base.is_dir():
-            return found
+            return found, strays
         for owner_dir in base.iterdir():
-            for path in owner_dir.iterdir() if owner_dir.is_dir() else [owner_dir]:
-                try:
-                    key = (UUID(owner_dir.name), UUID(path.name))
-                except ValueError:
-                    key = None
-                if key is None or str(key[0]) != owner_dir.name or str(key[1]) != path.name:
-                    found[(UUID(int=0), UUID(int=len(found)))] = path
+            owner_id = _uuid_name(owner_dir.name)
+            if owner_id is None or owner_dir.is_symlink() or not owner_dir.is_dir():
+                strays.append(owner_dir)
+                continue
+            for path in owner_dir.iterdir():
+                name = path.name.removesuffix(suffix) if path.name.endswith(suffix) else ""
+                item_id = _uuid_name(name)
+                if item_id is None or path.is_symlink() or not path.is_file():
+                    strays.append(path)
                 else:
-                    found[key] = path
-        return found
+                    found[(owner_id, item_id)] = path
+        return found, strays
 
 
-@dataclass(frozen=True, slots=True)
-class FileProblem:
-    path: str
-    problem: str
+def _uuid_name(name: str) -> UUID | None:
+    try:
+        value = UUID(name)
+    except ValueError:
+        return None
+    return value if str(value) == name else None
 
 
-def check_activity_files(files: ImportFiles, rows: list[tuple[UUID, UUID, int, str]]
-                         ) -> list[FileProblem]:
-    """Every activity row has its file with the recorded size and SHA-256, and every file
-    in the activities area has a row (blocking)."""
-    on_disk = files.list_activity_files()
-    problems: list[FileProblem] = []
+@dataclass(slots=True)
+class ActivityReport:
+    rows_checked: int = 0
+    files_checked: int = 0
+    # (activity id, reason) of rows whose file is missing or differs from the row.
+    broken_rows: list[tuple[UUID, str]] = field(default_factory=list)
+    # Files with no row (activity files, or archives of imports that no longer exist).
+    orphan_files: list[Path] = field(default_factory=list)
+    # Entries not named like anything this service writes there: listed, never removed,
+    # and not counted as a problem (an operator may keep notes or copies there).
+    other_entries: list[Path] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def all_well(self) -> bool:
+        return not (self.broken_rows or self.orphan_files)
+
+    def lines(self) -> list[str]:
+        removed = " (removed)" if self.repaired and self.orphan_files else ""
+        marked = " (marked broken)" if self.repaired and self.broken_rows else ""
+        lines = [f"activity rows checked: {self.rows_checked}",
+                 f"activity and import files checked: {self.files_checked}",
+                 f"activity rows broken: {len(self.broken_rows)}{marked}"]
+        lines += [f"  {activity_id}: {reason}" for activity_id, reason in self.broken_rows]
+        lines.append(f"activity or import files without rows: {len(self.orphan_files)}"
+                     f"{removed}")
+        lines += [f"  {path}" for path in self.orphan_files]
+        lines.append(f"other entries in the import areas (left alone): "
+                     f"{len(self.other_entries)}")
+        lines += [f"  {path}" for path in self.other_entries]
+        lines.append("activity files: all well" if self.all_well
+                     else "activity files: problems found")
+        return lines
+
+
+async def check_activities(pool: asyncpg.Pool, files: ImportFiles, *, grace_seconds: float,
+                           repair: bool, now: float | None = None) -> ActivityReport:
+    """Activity rows against their files, and archives against their imports.
+
+    As for media, rows are read before the disk is scanned and young files are not
+    called orphans, so an import placing a file right now is not disturbed.
+    """
+    now = time.time() if now is None else now
+    loop = asyncio.get_running_loop()
+    report = ActivityReport()
+    async with pool.acquire() as connection:
+        rows = await db.select_all_activity_files(connection)
+        imports = await db.select_import_keys(connection)
+    on_disk, strays = await loop.run_in_executor(None, files.scan_area, ACTIVITIES_DIR)
+    archives, archive_strays = await loop.run_in_executor(None, files.scan_area, IMPORTS_DIR,
+                                                          ".zip")
+    report.rows_checked = len(rows)
+    report.files_checked = len(on_disk) + len(archives)
+    report.other_entries = [*strays, *archive_strays]
     for owner_id, activity_id, size, sha256 in rows:
         path = on_disk.pop((owner_id, activity_id), None)
         if path is None:
-            problems.append(FileProblem(str(files.activity_path(owner_id, activity_id)),
-                                        "missing file"))
-            continue
-        if path.stat().st_size != size:
-            problems.append(FileProblem(str(path), "size differs from the row"))
-        elif file_sha256(path) != sha256:
-            problems.append(FileProblem(str(path), "SHA-256 differs from the row"))
-    problems.extend(FileProblem(str(path), "file without a row") for path in on_disk.values())
-    return problems
+            report.broken_rows.append((activity_id, "missing_file"))
+        elif (await loop.run_in_executor(None, os.path.getsize, path)) != size:
+            report.broken_rows.append((activity_id, "size_mismatch"))
+        elif await loop.run_in_executor(None, file_sha256, path) != sha256:
+            report.broken_rows.append((activity_id, "sha256_mismatch"))
+    candidates = list(on_disk.items()) + [item for item in archives.items()
+                                          if item[0] not in imports]
+    async with pool.acquire() as connection:
+        for (owner_id, item_id), path in candidates:
+            if now - path.stat().st_mtime <= grace_seconds:
+                continue
+            if not await db.activity_or_import_exists(connection, owner_id, item_id):
+                report.orphan_files.append(path)
+    if repair:
+        for path in report.orphan_files:
+            await files.remove(path)
+        async with pool.acquire() as connection:
+            for activity_id, reason in report.broken_rows:
+                await db.mark_activity_broken(connection, activity_id, reason)
+        report.repaired = True
+    return report
+

@@ -344,11 +344,24 @@ async def select_activities(connection: asyncpg.Connection, owner_id: UUID) -> l
 
 async def select_all_activity_files(connection: asyncpg.Connection
                                     ) -> list[tuple[UUID, UUID, int, str]]:
-    """(owner, activity, size, sha256) of every activity that has a file."""
+    """(owner, activity, size, sha256) of every activity with a file not known broken."""
     rows = await connection.fetch(
         "SELECT owner_id, id, size_bytes, sha256 FROM media.activities"
-        " WHERE sha256 IS NOT NULL")
+        " WHERE sha256 IS NOT NULL AND broken_at IS NULL")
     return [(row["owner_id"], row["id"], row["size_bytes"], row["sha256"]) for row in rows]
+
+
+async def select_import_keys(connection: asyncpg.Connection) -> set[tuple[UUID, UUID]]:
+    rows = await connection.fetch("SELECT owner_id, id FROM media.imports")
+    return {(row["owner_id"], row["id"]) for row in rows}
+
+
+async def activity_or_import_exists(connection: asyncpg.Connection, owner_id: UUID,
+                                    item_id: UUID) -> bool:
+    return bool(await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM media.activities WHERE id = $1 AND owner_id = $2)"
+        " OR EXISTS (SELECT 1 FROM media.imports WHERE id = $1 AND owner_id = $2)",
+        item_id, owner_id))
 
 
 async def mark_activity_broken(connection: asyncpg.Connection, activity_id: UUID,

@@ -12,13 +12,22 @@ from pathlib import Path
 import asyncpg
 import pytest
 from conftest import MediaApi
-from import_support import files_under, import_done, realistic_export, rows, summary_counts
+from import_support import (
+    clean_import_tables,  # noqa: F401 - a fixture, used below
+    files_under,
+    import_done,
+    realistic_export,
+    rows,
+    summary_counts,
+)
 from media_samples import file_part, form, part
 
 from services.media.app import create_app
 from services.media.settings import load_settings
 from tests.media_archives import gpx, noise_jpeg
 from tests.support import service_env, with_database
+
+pytestmark = pytest.mark.usefixtures("clean_import_tables")
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ import time
 import uuid
 
 import asyncpg
+import pytest
 from import_support import (
+    clean_import_tables,  # noqa: F401 - a fixture, used through pytestmark
     files_under,
     import_state,
     rows,
@@ -19,6 +21,8 @@ from import_support import (
 )
 
 from tests.media_archives import Row, activities_csv, gpx, noise_jpeg, zip_bytes
+
+pytestmark = pytest.mark.usefixtures("clean_import_tables")
 
 COUNT = 80
 

@@ -7,6 +7,7 @@ import zipfile
 
 import pytest
 from import_support import (
+    clean_import_tables,  # noqa: F401 - a fixture, used through pytestmark
     files_under,
     import_done,
     post_import,
@@ -33,6 +34,8 @@ from tests.media_archives import (
     with_flag_bit,
     zip_bytes,
 )
+
+pytestmark = pytest.mark.usefixtures("clean_import_tables")
 
 
 def export_with(*extra: tuple[str, bytes], rows_: list[Row] | None = None) -> bytes:

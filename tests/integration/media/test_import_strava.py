@@ -11,6 +11,7 @@ from import_support import (
     GREEN,
     RED,
     RUN_FIT_GZ,
+    clean_import_tables,  # noqa: F401 - a fixture, used through pytestmark
     files_under,
     import_done,
     realistic_export,
@@ -18,6 +19,8 @@ from import_support import (
     summary_counts,
     world,
 )
+
+pytestmark = pytest.mark.usefixtures("clean_import_tables")
 
 
 def sha(data: bytes) -> str:

@@ -363,29 +363,30 @@ def create(out: Path, keys: Keys, database: Database, media_root: Path) -> dict:
     def produce(writer: BinaryIO) -> None:
         now = datetime.now(UTC).timestamp()
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            dump = subprocess.Popen(  # noqa: S603
-                [pg_dump, "--format=custom", "--compress=6", "--no-password",
-                 f"--dbname={database.url}"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=database.env())
-            assert dump.stdout is not None
-            total = hashlib.sha256()
-            size = 0
-            index = 0
-            while True:
-                part = dump.stdout.read(PART_SIZE)
-                if not part:
-                    break
-                name = f"{DATABASE_PART}{index:06d}"
-                _add_bytes(tar, name, part, now)
-                manifest["files"][name] = {"size": len(part),
-                                           "sha256": hashlib.sha256(part).hexdigest()}
-                manifest["database"]["parts"].append(name)
-                total.update(part)
-                size += len(part)
-                index += 1
-            stderr = dump.stderr.read().decode(errors="replace") if dump.stderr else ""
-            if dump.wait() != 0:
-                raise BackupError(f"pg_dump failed: {stderr.strip()}")
+            with subprocess.Popen(  # noqa: S603
+                    [pg_dump, "--format=custom", "--compress=6", "--no-password",
+                     f"--dbname={database.url}"],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=database.env(),
+            ) as dump:
+                assert dump.stdout is not None
+                total = hashlib.sha256()
+                size = 0
+                index = 0
+                while True:
+                    part = dump.stdout.read(PART_SIZE)
+                    if not part:
+                        break
+                    name = f"{DATABASE_PART}{index:06d}"
+                    _add_bytes(tar, name, part, now)
+                    manifest["files"][name] = {"size": len(part),
+                                               "sha256": hashlib.sha256(part).hexdigest()}
+                    manifest["database"]["parts"].append(name)
+                    total.update(part)
+                    size += len(part)
+                    index += 1
+                stderr = dump.stderr.read().decode(errors="replace") if dump.stderr else ""
+                if dump.wait() != 0:
+                    raise BackupError(f"pg_dump failed: {stderr.strip()}")
             manifest["database"].update(size=size, sha256=total.hexdigest())
             for path in _media_files(media_root):
                 relative = path.relative_to(media_root).as_posix()
@@ -441,6 +442,7 @@ def _read_members(stream: BinaryIO, sink: Callable[[tarfile.TarInfo, bytes | Non
     (``chunk=None`` marks a member's end). Returns the manifest and what was seen."""
     manifest = None
     seen: list[Member] = []
+    database = hashlib.sha256()
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
@@ -458,8 +460,11 @@ def _read_members(stream: BinaryIO, sink: Callable[[tarfile.TarInfo, bytes | Non
                         raise BackupError("the backup's manifest is not valid JSON") from None
                     continue
                 digest = hashlib.sha256()
+                is_database = info.name.startswith(DATABASE_PART)
                 while chunk := handle.read(CHUNK):
                     digest.update(chunk)
+                    if is_database:
+                        database.update(chunk)
                     sink(info, chunk)
                 sink(info, None)
                 seen.append(Member(info.name, info.size, digest.hexdigest()))
@@ -469,6 +474,10 @@ def _read_members(stream: BinaryIO, sink: Callable[[tarfile.TarInfo, bytes | Non
         raise BackupError("the backup has no manifest: it is truncated or not a Tempo backup")
     if manifest.get("format") != FORMAT_VERSION:
         raise BackupError(f"unknown backup format {manifest.get('format')!r}")
+    parts = [member.name for member in seen if member.name.startswith(DATABASE_PART)]
+    if parts != manifest.get("database", {}).get("parts") or \
+            database.hexdigest() != manifest["database"].get("sha256"):
+        raise BackupError("checksum mismatch for the database dump")
     return manifest, seen
 
 

@@ -64,6 +64,7 @@ export function initImports(app) {
   const summaryNode = $('import-summary');
   const history = $('import-history');
   const historyEmpty = $('import-history-empty');
+  const historyError = $('import-history-error');
 
   let pollTimer = null;
   let watching = null;
@@ -199,13 +200,14 @@ export function initImports(app) {
   async function refreshHistory() {
     try {
       const jobs = listOf(await api('/api/imports'), 'imports');
+      say(historyError, '');
       clear(history);
       for (const job of jobs) history.append(historyItem(job));
       historyEmpty.hidden = jobs.length > 0;
       const running = jobs.find((job) => ACTIVE.has(job.status));
       if (running && !watching && !uploading) watch(running, `Started ${formatDate(running.createdAt)}`);
     } catch (failure) {
-      if (failure.status !== 401) say(formError, failure.message);
+      if (failure.status !== 401) say(historyError, failure.message);
     }
   }
 
@@ -265,6 +267,7 @@ export function initImports(app) {
       summaryNode.hidden = true;
       clear(history);
       say(formError, '');
+      say(historyError, '');
       lastStatus = '';
     },
     get lastStatus() {

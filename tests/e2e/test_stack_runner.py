@@ -1,0 +1,150 @@
+"""``python -m deploy.stack`` (what ``make run`` runs) as a user runs it: embedded PostgreSQL,
+secrets on first run, a browser login over plain HTTP, a crashed service restarted, and
+SIGTERM leaving no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from http.cookies import SimpleCookie
+
+import aiohttp
+import psutil
+import pytest
+
+from deploy.stack import ROOT
+from tests.e2e.support_edge import PASSWORD
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def free_port_run(count: int = 3) -> int:
+    """A port with the next ``count - 1`` free too (the runner uses three in a row)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        try:
+            for offset in range(count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
+
+
+class Runner:
+    def __init__(self, var, port: int) -> None:
+        env = {key: value for key, value in os.environ.items() if "__" not in key}
+        env["Auth__BcryptCost"] = "10"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.stack", "--var", str(var), "--port", str(port)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
+        except ValueError:  # closed by the test once the runner has exited
+            pass
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} in the output:\n" + "\n".join(self.lines))
+            time.sleep(0.1)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def processes_of(var) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            environ = process.info["environ"] or {}
+        except (psutil.Error, TypeError):
+            continue
+        if str(var) in cmdline or any(str(var) in value for value in environ.values()):
+            found.append(process)
+    return found
+
+
+async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanly(tmp_path):
+    var = tmp_path / "var"
+    port = free_port_run()
+    runner = Runner(var, port)
+    try:
+        runner.wait_for("Tempo is running at")
+        url = f"http://127.0.0.1:{port}"
+        assert f"{url}/" in runner.output()
+
+        for name in ("jwt_key", "internal_key", "db_auth_password", "db_media_password",
+                     "db_gateway_password"):
+            path = var / "secrets" / name
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+            assert len(path.read_text()) >= 32
+        assert stat.S_IMODE((var / "secrets").stat().st_mode) == 0o700
+
+        # What a browser does at the printed URL, over plain HTTP in development mode.
+        # (aiohttp keeps cookies of IP-address hosts only when told to; browsers always do)
+        async with aiohttp.ClientSession(headers={"Origin": url},
+                                         cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.post(f"{url}/api/auth/register",
+                                    json={"username": "me", "password": PASSWORD}) as response:
+                assert response.status == 201, await response.text()
+            async with browser.post(f"{url}/api/auth/login",
+                                    json={"username": "me", "password": PASSWORD}) as response:
+                assert response.status == 200
+                cookie = SimpleCookie(response.headers["Set-Cookie"])["authToken"]
+                assert cookie["httponly"] is True
+                assert not cookie["secure"]  # a browser would drop a Secure cookie on http
+            async with browser.get(f"{url}/api/auth/me") as response:
+                assert response.status == 200
+
+            # A service that dies is reported and comes back by itself.
+            media = next(p for p in psutil.Process(runner.process.pid).children(recursive=True)
+                         if "services.media" in " ".join(p.cmdline()))
+            media.kill()
+            runner.wait_for("media exited with status -9; restarting", timeout=30)
+            deadline = time.monotonic() + 60
+            while True:
+                async with browser.get(f"{url}/api/media") as response:
+                    if response.status == 200:
+                        break
+                assert time.monotonic() < deadline, runner.output()
+                time.sleep(0.2)
+
+        running = processes_of(var)
+        assert any("postgres" in " ".join(p.cmdline()) for p in running)
+        assert len([p for p in running if "services." in " ".join(p.cmdline())]) >= 3
+    finally:
+        runner.process.send_signal(signal.SIGTERM)
+        try:
+            code = runner.process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.process.pid, signal.SIGKILL)
+            raise
+    runner.process.stdout.close()
+    assert code == 0, runner.output()
+    deadline = time.monotonic() + 15
+    while (left := [p for p in processes_of(var) if p.is_running()
+                    and p.status() != psutil.STATUS_ZOMBIE]):
+        assert time.monotonic() < deadline, f"left behind: {[p.cmdline() for p in left]}"
+        time.sleep(0.2)

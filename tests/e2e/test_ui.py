@@ -457,6 +457,17 @@ def test_strava_import_shows_progress_then_the_summary(ui, ui_stack, owner, tmp_
     page.on("response", lambda response: polled.append(response)
             if re.search(r"/api/imports/[^/]+$", response.url) and response.status == 200
             else None)
+    # Something that is not a ZIP is refused with the server's words.
+    watch.expect("POST", "/api/imports", 415)
+    bogus = tmp_path / "export_notes.zip"
+    bogus.write_text("these are my running notes, not an archive\n")
+    page.get_by_label("Strava export (.zip)").set_input_files(str(bogus))
+    with page.expect_response("**/api/imports") as refused:
+        page.get_by_role("button", name="Start import").click()
+    assert refused.value.status == 415
+    page.locator("#import-error").wait_for()
+    assert page.locator("#import-error").inner_text() == refused.value.json()["error"]
+
     record_progress(page)
     archive = tmp_path / "export_12345.zip"
     archive.write_bytes(strava_export())
@@ -601,3 +612,33 @@ def test_lockout_says_when_to_try_again(ui, ui_stack, owner):
     assert re.search(r"try again in \d+ (second|minute)s?, at ", error.inner_text())
     assert form.get_by_role("button", name="Sign in").is_disabled()
     screenshot(page, "sign-in-locked")
+
+
+def test_the_watch_fails_on_csp_violations_console_errors_dialogs_and_http_errors(
+        browser, ui_stack, owner):
+    """The guard every scenario relies on does catch what it is there for."""
+    ensure_owner(ui_stack, owner)
+    harness = Ui(browser, ui_stack.url)
+    try:
+        page, watch = harness.open("guard")
+        watch.expect("GET", "/api/auth/me", 401)
+        page.goto("/")
+        page.locator("#view-signin").wait_for()
+        assert harness.check() == []
+        # An inline style attribute is refused by the gateway's CSP.
+        page.evaluate("() => document.body.setAttribute('style', 'color: red')")
+        page.evaluate("() => console.error('something broke')")
+        page.evaluate("() => { setTimeout(() => alert('xss'), 0); }")
+        page.evaluate("() => fetch('/api/media').then(() => null)")
+        page.evaluate("() => { const i = document.createElement('img');"
+                      " i.src = 'x'; document.body.append(i); }")
+        page.wait_for_function("() => (window.__cspViolations || []).length > 0")
+        page.wait_for_timeout(300)
+        problems = "\n".join(harness.check())
+        assert "CSP violation: style-src" in problems
+        assert "console error: something broke" in problems
+        assert "script dialog alert: 'xss'" in problems
+        assert "unexpected HTTP 401 for GET" in problems
+        assert "parsed as HTML" in problems
+    finally:
+        harness.close()

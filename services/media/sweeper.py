@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import web
@@ -23,6 +24,18 @@ REPORT_SAMPLE = 20
 ORPHAN_FILES = Gauge("tempo_media_orphan_files", "Stored files without a database row")
 MISSING_FILES = Gauge("tempo_media_broken_rows",
                       "Media rows whose file is missing or of the wrong size")
+
+
+@dataclass(slots=True)
+class SweepState:
+    """How many sweeps have finished, and the last one's findings."""
+
+    runs: int = 0
+    last: consistency.Report | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+SWEEP_STATE = web.AppKey("media_sweep_state", SweepState)
 
 
 async def sweep(app: web.Application) -> consistency.Report:
@@ -54,18 +67,22 @@ async def sweep(app: web.Application) -> consistency.Report:
 
 async def _run_forever(app: web.Application) -> None:
     interval = app[MEDIA_SETTINGS].storage.sweep_interval_seconds
+    state = app[SWEEP_STATE]
     while True:
         try:
-            await sweep(app)
+            state.last = await sweep(app)
         except asyncio.CancelledError:
             raise
         except Exception:  # a failed sweep must not end the schedule
             log.exception("sweep_failed")
+        state.runs += 1
+        state.finished.set()
         await asyncio.sleep(interval)
 
 
 async def sweeper_context(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context: sweep once at start (in the background), then every interval."""
+    app[SWEEP_STATE] = SweepState()
     task = asyncio.create_task(_run_forever(app), name="media-sweeper")
     try:
         yield

@@ -79,6 +79,7 @@ const app = {
   },
   confirm(text, action = 'Delete') {
     const dialog = $('confirm-dialog');
+    if (dialog.open) return Promise.resolve(false);
     $('confirm-title').textContent = `${action}?`;
     $('confirm-text').textContent = text;
     $('confirm-ok').textContent = action;

@@ -532,6 +532,13 @@ def test_sessions_can_be_revoked_password_changed_and_signed_out(ui, ui_stack, o
     phone.keyboard.type(owner.password)
     phone.keyboard.press("Enter")
     phone.get_by_role("heading", name="Gallery").wait_for()
+    for screen in ("Upload", "Import", "Account"):
+        go(phone, screen)
+        if screen == "Account":
+            phone.locator("#sessions-list li").first.wait_for()
+        assert phone.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+        screenshot(phone, f"{screen.lower()}-phone")
+    go(phone, "Gallery")
 
     go(main, "Account")
     sessions = main.locator("#sessions-list li")

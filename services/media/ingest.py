@@ -65,13 +65,6 @@ class DuplicateMediaError(ConflictError):
         self.existing = existing
 
 
-def _log_not_stored(exc: BaseException, filename: str, declared_type: str | None,
-                    owner_id: UUID) -> None:
-    INGESTED.labels(exc.code if isinstance(exc, ServiceError) else "error").inc()
-    log.info("media_not_stored", code=getattr(exc, "code", type(exc).__name__),
-             filename=filename, declared_type=declared_type, owner_id=str(owner_id))
-
-
 async def ingest_media(
     chunks: AsyncIterable[bytes],
     *,
@@ -106,6 +99,27 @@ async def ingest_media(
     need not drain it.
     """
     display_name = sanitize_filename(filename)
+    try:
+        item = await _ingest(chunks, display_name=display_name, owner_id=owner_id, pool=pool,
+                             storage=storage, limits=limits, workout_id=workout_id,
+                             caption=caption, declared_size=declared_size,
+                             deduplicate=deduplicate)
+    except BaseException as exc:
+        INGESTED.labels(exc.code if isinstance(exc, ServiceError) else "error").inc()
+        log.info("media_not_stored", code=getattr(exc, "code", type(exc).__name__),
+                 filename=display_name, declared_type=declared_type, owner_id=str(owner_id))
+        raise
+    INGESTED.labels("stored").inc()
+    STORED_BYTES.inc(item.size_bytes)
+    log.info("media_stored", media_id=str(item.id), owner_id=str(owner_id),
+             mime_type=item.mime_type, declared_type=declared_type, size_bytes=item.size_bytes)
+    return item
+
+
+async def _ingest(chunks: AsyncIterable[bytes], *, display_name: str, owner_id: UUID,
+                  pool: asyncpg.Pool, storage: MediaStorage, limits: UploadLimits,
+                  workout_id: str | None, caption: str | None, declared_size: int | None,
+                  deduplicate: bool) -> store.MediaItem:
     if not display_name:
         raise ValidationError("filename", "The file has no usable file name.",
                               code="missing_filename")
@@ -131,27 +145,16 @@ async def ingest_media(
 
     try:
         async with storage.receive(chunks, max_bytes=max_bytes, on_head=check_head) as received:
-            item = await _commit_or_nothing(
+            return await _commit_or_nothing(
                 received, media_types[0], owner_id=owner_id, filename=display_name,
                 pool=pool, storage=storage, limits=limits, workout_id=workout_id,
                 caption=caption, deduplicate=deduplicate,
             )
     except SizeLimitExceededError as exc:
-        refusal: Exception = exc
+        # The stream was cut at the remaining quota rather than at the size limit.
         if remaining is not None and exc.limit == remaining < limits.max_file_size_bytes:
-            refusal = QuotaExceededError()
-        _log_not_stored(refusal, display_name, declared_type, owner_id)
-        if refusal is exc:
-            raise
-        raise refusal from None
-    except BaseException as exc:
-        _log_not_stored(exc, display_name, declared_type, owner_id)
+            raise QuotaExceededError() from None
         raise
-    INGESTED.labels("stored").inc()
-    STORED_BYTES.inc(item.size_bytes)
-    log.info("media_stored", media_id=str(item.id), owner_id=str(owner_id),
-             mime_type=item.mime_type, declared_type=declared_type, size_bytes=item.size_bytes)
-    return item
 
 
 async def _commit_or_nothing(received: Received, media_type: MediaType, *,

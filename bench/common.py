@@ -8,6 +8,7 @@ the median of the per-round ratios with their minimum and maximum.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -312,6 +313,21 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its descendants so far."""
+    try:
+        root = psutil.Process(pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 class PeakRss:
     """Samples the RSS of process trees in a thread; ``peaks`` in bytes by name."""
 
@@ -351,10 +367,20 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    # CPU seconds the measured processes spent during the run, when asked for.
+    cpu_seconds: float = 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / self.requests * 1e6 if self.requests else float("nan")
 
     def __str__(self) -> str:
-        return (f"{self.requests_per_second:.0f} req/s, p50 {self.p50_ms:.2f} ms, "
+        text = (f"{self.requests_per_second:.0f} req/s, p50 {self.p50_ms:.2f} ms, "
                 f"p99 {self.p99_ms:.2f} ms, errors {self.errors}")
+        if self.cpu_seconds:
+            text += f", {self.cpu_us_per_request:.0f} µs CPU/request"
+        return text
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -373,6 +399,7 @@ def parse_wrk(output: str) -> Load:
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
     if rate is None or p50 is None or p99 is None:
         raise RuntimeError(f"cannot read wrk's output:\n{output}")
+    count = re.search(r"(\d+) requests in", output)
     errors = 0
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     if non_2xx:
@@ -381,11 +408,18 @@ def parse_wrk(output: str) -> Load:
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if socket_errors:
         errors += sum(int(n) for n in socket_errors.groups())
-    return Load(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors)
+    return Load(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors,
+                int(count.group(1)) if count else 0)
 
 
 def wrk(url: str, *, seconds: float, connections: int, threads: int = 1,
-        headers: Mapping[str, str] | None = None, cpus: Sequence[int] | None = None) -> Load:
+        headers: Mapping[str, str] | None = None, cpus: Sequence[int] | None = None,
+        cpu_of: Sequence[int] = ()) -> Load:
+    """A wrk run; with ``cpu_of``, also the CPU time those process trees spent in it.
+
+    CPU per request barely moves when other work shares the machine, unlike requests per
+    second, so it is the steadier measure of what each path costs.
+    """
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (make system-deps installs it)")
     command = ["wrk", "--latency", "-t", str(threads), "-c", str(connections),
@@ -393,11 +427,14 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 1,
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     command.append(url)
+    before = sum(tree_cpu_seconds(pid) for pid in cpu_of)
     completed = subprocess.run(pinned(command, cpus), capture_output=True, text=True,
                                timeout=seconds + 30, check=False)
+    spent = sum(tree_cpu_seconds(pid) for pid in cpu_of) - before
     if completed.returncode != 0:
         raise RuntimeError(f"wrk failed: {completed.stderr or completed.stdout}")
-    return parse_wrk(completed.stdout)
+    load = parse_wrk(completed.stdout)
+    return dataclasses.replace(load, cpu_seconds=spent) if cpu_of else load
 
 
 # ---------------------------------------------------------------- database and secrets

@@ -44,7 +44,7 @@ TARGETS = (
 )
 ORIGIN = "https://bench.example"
 FULL = {"activities": 5000, "photos": 2000}
-QUICK = {"activities": 1000, "photos": 400}
+QUICK = {"activities": 500, "photos": 200}
 
 
 @dataclass(frozen=True, slots=True)

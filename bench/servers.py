@@ -3,6 +3,9 @@
 ``python -m bench.servers upstream --port N`` answers every GET with a small JSON body: the
 one endpoint every path in the gateway benchmark ends at.
 
+``python -m bench.servers bare-proxy --port N --upstream URL`` is the least an aiohttp
+proxy can do (no checks, no headers): what the gateway's framework costs before its own work.
+
 ``python -m bench.servers verifier --port N`` is what nginx ``auth_request`` calls: it checks
 the ``authToken`` cookie with the same JWT code the services use (``shared.tokens``) and
 answers 204 or 401. It reads the key from ``JWT__SecretKey`` and the issuer and audience
@@ -14,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from shared.config import KeySet, Secret
 from shared.service import use_uvloop
@@ -55,13 +58,40 @@ def verifier_app() -> web.Application:
     return app
 
 
+def bare_proxy_app(upstream: str) -> web.Application:
+    """The least an aiohttp proxy can do: no checks, no headers, one pooled session."""
+    session_key = web.AppKey("session", ClientSession)
+
+    async def session_context(app: web.Application):
+        async with ClientSession(upstream) as session:
+            app[session_key] = session
+            yield
+
+    async def forward(request: web.Request) -> web.Response:
+        async with request.app[session_key].get(request.path_qs) as answer:
+            body = await answer.read()
+            return web.Response(body=body, status=answer.status,
+                                content_type=answer.content_type)
+
+    app = web.Application()
+    app.cleanup_ctx.append(session_context)
+    app.router.add_route("GET", "/{tail:.*}", forward)
+    return app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("kind", choices=("upstream", "verifier"))
+    parser.add_argument("kind", choices=("upstream", "verifier", "bare-proxy"))
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", help="the bare proxy's upstream base URL")
     args = parser.parse_args()
     use_uvloop()
-    app = upstream_app() if args.kind == "upstream" else verifier_app()
+    if args.kind == "upstream":
+        app = upstream_app()
+    elif args.kind == "verifier":
+        app = verifier_app()
+    else:
+        app = bare_proxy_app(args.upstream)
     web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
 
 

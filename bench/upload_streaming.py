@@ -11,6 +11,8 @@ same memory as a 5 MB one.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from bench.common import (
     spread,
     stack,
     start_nginx,
+    strong_secret,
+    tree_cpu_seconds,
     tree_rss,
     wait_http,
     work_dir,
@@ -71,12 +75,15 @@ class Sample:
     mb_per_s: float
     gateway_rss: int = 0
     media_rss: int = 0
+    # CPU seconds per 100 MB moved, by process tree: who the transfer keeps busy.
+    cpu_per_100mb: tuple[tuple[str, float], ...] = ()
 
     def __str__(self) -> str:
         if not self.gateway_rss:
             return f"{self.mb_per_s:.0f} MB/s"
+        cpu = ", ".join(f"{name} {seconds:.2f}" for name, seconds in self.cpu_per_100mb)
         return (f"{self.mb_per_s:.0f} MB/s, peak RSS gateway {self.gateway_rss / MB:.1f} MiB, "
-                f"media {self.media_rss / MB:.1f} MiB")
+                f"media {self.media_rss / MB:.1f} MiB, CPU s/100 MB: {cpu}")
 
 
 def raw_disk(source: Path, folder: Path) -> Sample:
@@ -117,43 +124,80 @@ def nginx_block(listen_port: int, gateway_port: int) -> str:
 
 
 class Uploader:
-    def __init__(self, base_url: str, token: str, pids: dict[str, int], imports: bool) -> None:
-        self.base_url = base_url
-        self.headers = {"Cookie": f"authToken={token}", "Origin": ORIGIN}
+    """Uploads through the front door (nginx → gateway → media) or straight to media.
+
+    The direct path, with the internal identity the gateway would add, is not a target:
+    it tells how much of the gap to raw disk is media's own and how much the hops in front.
+    """
+
+    def __init__(self, front_url: str, media_url: str, token: str, internal_key: str,
+                 pids: dict[str, int], imports: bool, cpu_pids: dict[str, int]) -> None:
+        from shared.config import KeySet, Secret
+        from shared.identity import internal_codec
+
+        self.front_url = front_url
+        self.media_url = media_url
+        self.cookie = {"Cookie": f"authToken={token}", "Origin": ORIGIN}
+        self.claims = unverified_claims(token)
+        self.codec = internal_codec(KeySet(Secret(internal_key)), "media")
         self.pids = pids
         self.imports = imports
+        self.cpu_pids = cpu_pids
 
-    def upload(self, transfer: Transfer, source: Path) -> Sample:
+    def headers(self, direct: bool) -> dict[str, str]:
+        if not direct:
+            return self.cookie
+        from shared.identity import INTERNAL_TOKEN_HEADER, mint_internal_token
+
+        token = mint_internal_token(self.codec, audience="media", user_id=self.claims["sub"],
+                                    session_id=self.claims["jti"], client_ip="127.0.0.1",
+                                    user_agent="tempo-bench")
+        return {INTERNAL_TOKEN_HEADER: token}
+
+    def base(self, direct: bool) -> str:
+        return self.media_url if direct else f"{self.front_url}/api"
+
+    def upload(self, transfer: Transfer, source: Path, *, direct: bool = False) -> Sample:
         as_import = transfer.kind == "import" and self.imports
         if as_import:
-            url, filename, mime = f"{self.base_url}/api/imports", "export.zip", "application/zip"
+            path, filename, mime = "/imports", "export.zip", "application/zip"
         else:
-            url, filename, mime = f"{self.base_url}/api/media", "photo.jpg", "image/jpeg"
+            path, filename, mime = "/media", "photo.jpg", "image/jpeg"
+        headers = self.headers(direct)
+        before = {name: tree_cpu_seconds(pid) for name, pid in self.cpu_pids.items()}
         with PeakRss(self.pids) as memory:
-            answer = curl_upload(url, source, filename=filename, content_type=mime,
-                                 headers=self.headers)
+            answer = curl_upload(f"{self.base(direct)}{path}", source, filename=filename,
+                                 content_type=mime, headers=headers)
+        hundreds = transfer.size / (100 * MEGABYTE)
+        cpu = tuple((name, (tree_cpu_seconds(pid) - before[name]) / hundreds)
+                    for name, pid in self.cpu_pids.items())
         if answer.status not in (201, 202):
             raise RuntimeError(f"{transfer.label} answered {answer.status}: {answer.body[:300]!r}")
-        self.clean_up(answer.body, as_import)
+        self.clean_up(answer.body, as_import, direct)
         return Sample(transfer.size / MEGABYTE / answer.seconds, memory.peaks["gateway"],
-                      memory.peaks["media"])
+                      memory.peaks["media"], cpu)
 
-    def clean_up(self, body: bytes, as_import: bool) -> None:
+    def clean_up(self, body: bytes, as_import: bool, direct: bool) -> None:
         """Not timed: remove what was stored, and let an import finish before the next run."""
-        import json
-
         answer = json.loads(body)
+        base = self.base(direct)
         if as_import:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                status = http("GET", f"{self.base_url}/api/imports/{answer['id']}",
-                              headers=self.headers).json().get("status")
-                if status in {"done", "failed", "cancelled"}:
+                state = http("GET", f"{base}/imports/{answer['id']}",
+                             headers=self.headers(direct)).json()
+                if state.get("status") in {"done", "failed", "cancelled"}:
                     return
                 time.sleep(0.5)
             raise RuntimeError("the import did not finish within 300 s")
         for item in answer.get("items", []):
-            http("DELETE", f"{self.base_url}/api/media/{item['id']}", headers=self.headers)
+            http("DELETE", f"{base}/media/{item['id']}", headers=self.headers(direct))
+
+
+def unverified_claims(token: str) -> dict[str, str]:
+    """The user token's subject and id, to mint the identity the gateway would mint."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 async def run(quick: bool) -> Report:
@@ -168,7 +212,9 @@ async def run(quick: bool) -> Report:
             path = sources / f"{transfer.size}.{'zip' if transfer.kind == 'import' else 'jpg'}"
             writer = write_filler_zip if transfer.kind == "import" else write_photo
             files[transfer.label] = await asyncio.to_thread(writer, path, transfer.size)
+        internal_key = strong_secret()
         settings = {
+            "Internal__SecretKey": internal_key,
             "CORS__AllowedOrigins": ORIGIN,
             "RateLimit__GlobalPerMinute": "1000000",
             "RateLimit__GlobalBurst": "100000",
@@ -188,7 +234,9 @@ async def run(quick: bool) -> Report:
             imports = probe.status == 200
             pids = {"gateway": running.pid("gateway"), "media": running.pid("media")}
             idle = {name: tree_rss(pid) for name, pid in pids.items()}
-            uploader = Uploader(base_url, token, pids, imports)
+            uploader = Uploader(base_url, running.service_url("media"), token, internal_key,
+                                pids, imports,
+                                {**pids, "nginx": nginx.pid})
             say(f"uploads: {rounds} rounds per size; imports "
                 f"{'available' if imports else 'missing: 500 MB goes to /api/media'}")
             measured: dict[str, dict[str, list[Sample]]] = {}
@@ -198,6 +246,8 @@ async def run(quick: bool) -> Report:
                     "raw disk": lambda source=source: raw_disk(source, raw_folder),
                     "upload": lambda transfer=transfer, source=source: uploader.upload(
                         transfer, source),
+                    "media direct": lambda transfer=transfer, source=source: uploader.upload(
+                        transfer, source, direct=True),
                 }
                 say(f"-- {transfer.label}")
                 measured[transfer.label] = await asyncio.to_thread(interleave, variants, rounds)
@@ -207,20 +257,28 @@ async def run(quick: bool) -> Report:
 def report(measured: dict[str, dict[str, list[Sample]]], idle: dict[str, int], *,
            imports: bool, rounds: int, quick: bool) -> Report:
     out = Report("Upload streaming (nginx → gateway → media)", header=(
-        "transfer", "raw disk MB/s", "upload MB/s", "upload / disk", "gateway peak RSS MiB",
-        "media peak RSS MiB"))
+        "transfer", "raw disk MB/s", "upload MB/s", "upload / disk", "media direct MB/s",
+        "upload / media direct", "gateway peak RSS MiB", "media peak RSS MiB"))
     ratio_by: dict[str, float] = {}
     peaks: dict[str, dict[str, float]] = {}
     for transfer in TRANSFERS:
         samples = measured[transfer.label]
         disk = [s.mb_per_s for s in samples["raw disk"]]
         up = [s.mb_per_s for s in samples["upload"]]
+        direct = [s.mb_per_s for s in samples["media direct"]]
         ratio = ratios(up, disk)
         ratio_by[transfer.label] = ratio.median
         gateway_peak = max(s.gateway_rss for s in samples["upload"]) / MB
         media_peak = max(s.media_rss for s in samples["upload"]) / MB
         peaks[transfer.label] = {"gateway": gateway_peak, "media": media_peak}
+        names = [name for name, _ in samples["upload"][0].cpu_per_100mb]
+        cpu = ", ".join(
+            f"{name} {spread([dict(s.cpu_per_100mb)[name] for s in samples['upload']]).median:.2f}"
+            for name in names)
+        out.notes.append(f"{transfer.label}: CPU seconds per 100 MB through the front door "
+                         f"(median): {cpu}")
         out.rows.append((transfer.label, str(spread(disk)), str(spread(up)), str(ratio),
+                         str(spread(direct)), str(ratios(up, direct)),
                          f"{gateway_peak:.1f}", f"{media_peak:.1f}"))
     first, last = TRANSFERS[0].label, TRANSFERS[-1].label
     growth = {name: peaks[last][name] - peaks[first][name] for name in ("gateway", "media")}
@@ -232,6 +290,8 @@ def report(measured: dict[str, dict[str, list[Sample]]], idle: dict[str, int], *
         "500 MB transfer: " + ("POST /api/imports (a stored-entry ZIP; its import ends "
                                "before the next transfer starts)" if imports else
                                "POST /api/media (the import endpoint was not there)"),
+        "media direct: the same upload sent straight to media with the internal identity "
+        "the gateway would add (a diagnostic, not a target)",
         f"curl streams each file from disk; {rounds} interleaved rounds per size"
         f"{' (quick)' if quick else ''}; MB = 10^6 bytes, MiB = 2^20",
     ]

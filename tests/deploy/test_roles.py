@@ -7,7 +7,9 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import warnings
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
@@ -109,7 +111,7 @@ def test_role_names_are_checked():
 
 
 @pytest.fixture(scope="module")
-def private_server(tmp_path_factory):
+def private_server():
     """A PostgreSQL of this module's own: the compose init script uses fixed role names,
     which must not be created on a shared server."""
     if shutil.which("psql") is None:
@@ -117,17 +119,21 @@ def private_server(tmp_path_factory):
         if CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+    # Outside pytest's own temporary root: a concurrent pytest run resets that to 0700, and
+    # the server runs as an unprivileged user that must reach its data directory.
+    folder = Path(tempfile.mkdtemp(prefix="tempo-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+        server = pgserver.get_server(folder / "data", cleanup_mode="stop")
     try:
         yield server
     finally:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_compose_init_script_gives_least_privilege(private_server, tmp_path):

@@ -5,14 +5,17 @@ SIGTERM leaving no process behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import aiohttp
 import psutil
@@ -86,8 +89,18 @@ def processes_of(var) -> list[psutil.Process]:
     return found
 
 
-async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanly(tmp_path):
-    var = tmp_path / "var"
+@pytest.fixture
+def var():
+    # Outside pytest's temporary root, which a concurrent pytest run resets to 0700: the
+    # embedded PostgreSQL runs as an unprivileged user that must reach its data directory.
+    folder = Path(tempfile.mkdtemp(prefix="tempo-run-"))
+    try:
+        yield folder / "var"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanly(var):
     port = free_port_run()
     runner = Runner(var, port)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import pytest
 from conftest import snapshot
@@ -110,3 +111,48 @@ async def test_database_failure_leaves_no_file_and_no_row(api, unchanged, failin
     assert problem["code"] == "internal_error"
     assert "trigger" not in str(problem)
     assert temp_files(api) == []
+
+
+async def test_service_stopping_mid_upload_leaves_no_file_and_no_row(media_env, database_url,
+                                                                     internal_key):
+    """A real server is shut down while a client is half-way through a body: the upload is
+    cancelled and cleans up before the database pool closes."""
+    import asyncpg
+    from aiohttp import web
+
+    from services.media.app import create_app
+    from services.media.settings import load_settings
+    from tests.support import internal_headers
+
+    settings = load_settings(media_env)
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    root = settings.storage.root
+    user_id = str(uuid.uuid4())
+    connection = await asyncpg.connect(database_url)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        headers = {**internal_headers(internal_key, "media", user_id=user_id),
+                   "Content-Type": CONTENT_TYPE, "Content-Length": "50000000",
+                   "Host": f"127.0.0.1:{port}"}
+        head = "POST /media HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(head.encode() + b"\r\n" + file_part("first.jpg", jpeg())
+                     + file_part("cut.jpg", b"")[:-2] + jpeg((40, 40)))
+        deadline = time.monotonic() + 10
+        while not (list((root / ".tmp").iterdir()) and await connection.fetchval(
+                "SELECT count(*) FROM media.media WHERE owner_id = $1", uuid.UUID(user_id))):
+            assert time.monotonic() < deadline, "the upload never got under way"
+            writer.write(bytes(16_384))
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        await runner.cleanup()
+        assert await connection.fetchval(
+            "SELECT count(*) FROM media.media WHERE owner_id = $1", uuid.UUID(user_id)) == 0
+        assert [p for p in root.rglob("*") if p.is_file()] == []
+    finally:
+        writer.close()
+        await connection.close()
+        await runner.cleanup()

@@ -523,6 +523,7 @@ def test_sessions_can_be_revoked_password_changed_and_signed_out(ui, ui_stack, o
     phone, phone_watch = ui.open("phone", viewport=PHONE)
     sign_in(main, main_watch, owner)
     sign_in(laptop, laptop_watch, owner)
+    go(laptop, "Upload")
     # Keyboard only: type, Tab, type, Enter.
     phone_watch.expect("GET", "/api/auth/me", 401)
     phone.goto("/")
@@ -548,11 +549,12 @@ def test_sessions_can_be_revoked_password_changed_and_signed_out(ui, ui_stack, o
         has=main.locator('[title*="TempoUiTest/main"]')).inner_text()
     screenshot(main, "account")
 
-    # Revoke the laptop from the list: it is signed out at its next action.
+    # Revoke the laptop from the list: its next action, an upload, is refused and it
+    # is back at the sign-in form.
     laptop_row.get_by_role("button", name=re.compile("^Sign out")).click()
     laptop_row.wait_for(state="detached")
-    laptop_watch.expect("GET", "/api/auth/sessions", 401)
-    laptop.locator("#topbar").get_by_role("link", name="Account").click()
+    laptop_watch.expect("POST", "/api/media", 401)
+    upload(laptop, file("late.png", "image/png", png_bytes()))
     laptop.get_by_role("heading", name="Sign in to Tempo").wait_for()
     assert "session has ended" in laptop.locator("#notice").inner_text()
 

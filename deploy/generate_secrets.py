@@ -58,8 +58,13 @@ def ensure_backup_keys(folder: Path) -> Path:
     move ``backup_identity`` somewhere safe and off this machine."""
     recipient = folder / "backup_recipient"
     if not recipient.exists():
-        import pyrage
-
+        try:
+            import pyrage
+        except ImportError:
+            print("note: no backup key pair made (pyrage is not installed); make one with "
+                  f"age-keygen -o {folder}/backup_identity && age-keygen -y "
+                  f"{folder}/backup_identity > {recipient}", file=sys.stderr)
+            return recipient
         identity = pyrage.x25519.Identity.generate()
         write_secret(folder / "backup_identity", f"{identity}\n")
         write_secret(recipient, f"{identity.to_public()}\n")

@@ -145,6 +145,11 @@ class RevocationListener:
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._reload_needed = False
+        self._stopping = False
+
+    @property
+    def connected(self) -> bool:
+        return self._revoked.connected
 
     async def start(self, first_attempt_timeout: float = 5.0) -> None:
         """Try to load before serving; if the database is not there yet, keep trying in
@@ -157,11 +162,13 @@ class RevocationListener:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            # A cancellation can be absorbed by a connect attempt's own timeout handling;
+            # the flag ends the loop then, and the wait is bounded either way.
+            await asyncio.wait({task}, timeout=5)
         await self._drop()
 
     async def _connect(self) -> None:
@@ -202,7 +209,7 @@ class RevocationListener:
         self._revoked.add(*parsed)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             if self._connection is None:
                 try:
                     await self._connect()
@@ -222,6 +229,7 @@ class RevocationListener:
                     TimeoutError) as exc:
                 log.error("revocation_listener_lost", error=type(exc).__name__)
                 await self._drop()
+                await asyncio.sleep(self._reconnect_delay)
 
     async def _check(self) -> None:
         connection = self._connection

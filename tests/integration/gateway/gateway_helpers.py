@@ -191,3 +191,73 @@ class EchoUpstream:
              "size": record.size, "sha256": record.sha256,
              "identity": request.headers.get(INTERNAL_TOKEN_HEADER)},
             headers=self.extra_response_headers)
+
+
+class TcpRelay:
+    """A real TCP hop in front of PostgreSQL that a test can cut and restore, to see what
+    the gateway does when its database connection breaks."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self._target = (target_host, target_port)
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+    async def cut(self) -> None:
+        """Stop accepting and break every open connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            transport = writer.transport
+            transport.abort()
+        self._writers.clear()
+
+    async def restore(self) -> None:
+        await self.start()
+
+    def url(self, database_url: str) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(database_url)
+        netloc = parts.netloc.rsplit("@", 1)
+        credentials = f"{netloc[0]}@" if len(netloc) == 2 else ""
+        return urlunsplit((parts.scheme, f"{credentials}127.0.0.1:{self.port}", parts.path,
+                           parts.query, ""))
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return True
+        await asyncio.sleep(interval)
+    return False

@@ -462,7 +462,8 @@ def test_strava_import_shows_progress_then_the_summary(ui, ui_stack, owner, tmp_
     bogus = tmp_path / "export_notes.zip"
     bogus.write_text("these are my running notes, not an archive\n")
     page.get_by_label("Strava export (.zip)").set_input_files(str(bogus))
-    with page.expect_response("**/api/imports") as refused:
+    with page.expect_response(lambda response: response.url.endswith("/api/imports")
+                              and response.request.method == "POST") as refused:
         page.get_by_role("button", name="Start import").click()
     assert refused.value.status == 415
     page.locator("#import-error").wait_for()

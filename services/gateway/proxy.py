@@ -15,6 +15,7 @@ from urllib.parse import quote
 import aiohttp
 import structlog
 from aiohttp import hdrs, web
+from yarl import URL
 
 from services.gateway import metrics
 from services.gateway.headers import downstream_response_headers, upstream_request_headers
@@ -163,13 +164,16 @@ class Upstream:
             return False
 
 
-def _upstream_url(upstream: Upstream, route: ApiRoute, request: web.Request) -> str:
+def _upstream_url(upstream: Upstream, route: ApiRoute, request: web.Request) -> URL:
     path = route.upstream_path
     if "{" in path:
         path = path.format_map({name: quote(value, safe="")
                                 for name, value in request.match_info.items()})
-    query = request.query_string
-    return f"{upstream.base_url}{path}?{query}" if query else f"{upstream.base_url}{path}"
+    # The query exactly as the client encoded it: decoding and re-encoding could change it.
+    query = request.rel_url.raw_query_string
+    url = f"{upstream.base_url}{path}?{query}" if query else f"{upstream.base_url}{path}"
+    # Already encoded: parsing it again could re-encode or decode parts of it.
+    return URL(url, encoded=True)
 
 
 def too_large_response(request: web.Request, limit: int) -> web.Response:

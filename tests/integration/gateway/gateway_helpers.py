@@ -14,6 +14,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from services.gateway.app import create_app
 from services.gateway.settings import load_settings
@@ -93,7 +94,9 @@ class Browser:
 
     async def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
                       **kwargs: Any) -> aiohttp.ClientResponse:
-        response = await self.session.request(method, f"{self.base}{path}",
+        # The path goes out exactly as written, percent-escapes included.
+        url = URL(f"{self.base}{path}", encoded=True)
+        response = await self.session.request(method, url,
                                               headers=self.headers(method, headers),
                                               allow_redirects=False, **kwargs)
         await response.read()
@@ -158,7 +161,11 @@ class EchoUpstream:
         return web.json_response({"status": "ok"})
 
     async def echo(self, request: web.Request) -> web.StreamResponse:
-        record = Received(request.method, request.path, request.query_string,
+        delay = float(request.query.get("sleep", "0"))
+        if delay:
+            await asyncio.sleep(delay)
+        record = Received(request.method, request.raw_path.split("?")[0],
+                          request.rel_url.raw_query_string,
                           dict(request.headers), list(request.headers.keys()))
         self.received.append(record)
         digest = hashlib.sha256()
@@ -167,7 +174,7 @@ class EchoUpstream:
                 record.size += len(chunk)
                 digest.update(chunk)
             record.complete = True
-        except Exception as exc:  # the body broke off: that is what some tests want to see
+        except BaseException as exc:  # the body broke off: what some tests want to see
             record.error = type(exc).__name__
             raise
         finally:
@@ -261,3 +268,27 @@ async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.0
             return True
         await asyncio.sleep(interval)
     return False
+
+
+class ProductionServer:
+    """An app served the way ``python -m`` serves it (no handler cancellation), on loopback."""
+
+    def __init__(self, app: web.Application, ssl_context: Any = None) -> None:
+        self._app = app
+        self._ssl = ssl_context
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> ProductionServer:
+        self._runner = web.AppRunner(self._app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

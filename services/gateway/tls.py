@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from yarl import URL
 
 from services.gateway.headers import add_security_headers
 from services.gateway.settings import TlsSettings
@@ -46,7 +47,8 @@ def redirect_location(host_header: str | None, raw_path: str, tls: TlsSettings) 
 def redirect_app(tls: TlsSettings) -> web.Application:
     async def redirect(request: web.Request) -> web.StreamResponse:
         location = redirect_location(request.headers.get("Host"), request.raw_path, tls)
-        raise web.HTTPPermanentRedirect(location)
+        # Encoded already: the path and query go back exactly as the client sent them.
+        raise web.HTTPPermanentRedirect(URL(location, encoded=True))
 
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", redirect)

@@ -205,10 +205,14 @@ async def save_progress(connection: asyncpg.Connection, import_id: UUID,
                         progress: Progress) -> bool:
     """Record progress and the heartbeat; False when the import is no longer running
     (cancelled meanwhile, possibly through another replica)."""
-    status = await connection.fetchval(
-        _UPDATE_PROGRESS + ", heartbeat_at = now()"
-        " WHERE id = $1 AND status = 'processing' RETURNING status",
-        import_id, *_progress_args(progress))
+    async with connection.transaction():
+        # Saved twice a second; a crash loses at most the last save, which the resumed
+        # import rewrites anyway.
+        await connection.execute("SET LOCAL synchronous_commit = off")
+        status = await connection.fetchval(
+            _UPDATE_PROGRESS + ", heartbeat_at = now()"
+            " WHERE id = $1 AND status = 'processing' RETURNING status",
+            import_id, *_progress_args(progress))
     return status is not None
 
 
@@ -375,9 +379,34 @@ async def mark_activity_broken(connection: asyncpg.Connection, activity_id: UUID
 
 async def insert_import_media(connection: asyncpg.Connection, import_id: UUID,
                               media_id: UUID) -> None:
-    await connection.execute(
-        "INSERT INTO media.import_media (import_id, media_id) VALUES ($1, $2)"
-        " ON CONFLICT DO NOTHING", import_id, media_id)
+    async with connection.transaction():
+        # Bookkeeping only: losing it in a crash makes a resumed import call the item a
+        # duplicate instead of its own, so it need not wait for the WAL flush.
+        await connection.execute("SET LOCAL synchronous_commit = off")
+        await connection.execute(
+            "INSERT INTO media.import_media (import_id, media_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING", import_id, media_id)
+
+
+async def claim_import_media(connection: asyncpg.Connection, import_id: UUID,
+                             item: store.MediaItem, import_created_at: datetime,
+                             workout_id: str | None) -> bool:
+    """Whether ``item`` was stored by this import (an earlier, interrupted attempt).
+
+    Linked items are. So is an unlinked item with the same workout made after the import
+    was queued: an attempt interrupted between storing it and linking it left it so, and
+    it is linked now.
+    """
+    if await import_created_media(connection, import_id, item.id):
+        return True
+    if item.workout_id != workout_id or item.created_at < import_created_at:
+        return False
+    linked = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM media.import_media WHERE media_id = $1)", item.id)
+    if linked:
+        return False
+    await insert_import_media(connection, import_id, item.id)
+    return True
 
 
 async def import_created_media(connection: asyncpg.Connection, import_id: UUID,

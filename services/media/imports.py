@@ -56,6 +56,13 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "tempo-export"
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+ITEM_CONCURRENCY = 8
+# How long a stopping or cancelled job may take to finish the items it has begun.
+DRAIN_SECONDS = 15.0
+
+
+class ImportInterruptedError(Exception):
+    """The job stopped between items: the service is stopping or the import was cancelled."""
 
 
 class ImportWorker:
@@ -70,6 +77,7 @@ class ImportWorker:
         self.settings = settings
         self.max_file_size_bytes = max_file_size_bytes
         self._running: dict[UUID, asyncio.Task[None]] = {}
+        self._jobs: dict[UUID, ImportJob] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self.stopping = False
@@ -80,13 +88,31 @@ class ImportWorker:
         self._loop_task = asyncio.create_task(self._loop(), name="import-worker")
 
     async def stop(self) -> None:
-        """Stop claiming, interrupt running jobs and hand them back to the queue."""
+        """Stop claiming, let running jobs finish their current items, hand them back to
+        the queue."""
         self.stopping = True
-        tasks = [task for task in (self._loop_task, *self._running.values()) if task]
-        for task in tasks:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.wait([self._loop_task])
+        await self._halt(list(self._running))
+
+    async def _halt(self, import_ids: list[UUID]) -> None:
+        """Ask jobs to stop between items; cancel those that do not within the grace."""
+        tasks = []
+        for import_id in import_ids:
+            job = self._jobs.get(import_id)
+            if job is not None:
+                job.draining = True
+            task = self._running.get(import_id)
+            if task is not None:
+                tasks.append(task)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+        for task in late:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if late:
+            await asyncio.wait(late)
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,11 +122,9 @@ class ImportWorker:
 
     async def interrupt(self, import_id: UUID) -> bool:
         """Stop a job running in this process (already cancelled in the database)."""
-        task = self._running.get(import_id)
-        if task is None:
+        if import_id not in self._running:
             return False
-        task.cancel()
-        await asyncio.wait([task])
+        await self._halt([import_id])
         return True
 
     async def _loop(self) -> None:
@@ -137,11 +161,12 @@ class ImportWorker:
 
     async def _process(self, record: db.ImportRecord) -> None:
         job = ImportJob(self, record)
+        self._jobs[record.id] = job
         log.info("import_started", import_id=str(record.id), owner_id=str(record.owner_id),
                  attempt=record.attempts)
         try:
             await job.run()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, ImportInterruptedError):
             if self.stopping and not job.cancelled_elsewhere:
                 await settled(self._requeue(record.id))
                 log.info("import_interrupted", import_id=str(record.id))
@@ -153,6 +178,8 @@ class ImportWorker:
             job.progress.error(None, "internal_error",
                                "The import stopped on an unexpected error.")
             await settled(job.end(db.FAILED))
+        finally:
+            self._jobs.pop(record.id, None)
 
     async def _requeue(self, import_id: UUID) -> None:
         async with self.pool.acquire() as connection:
@@ -172,8 +199,9 @@ class ImportJob:
         self.progress = Progress()
         self.archive: Archive | None = None
         self.cancelled_elsewhere = False
+        # Set to stop between items (stop or cancel); the job then ends interrupted.
+        self.draining = False
         self.archive_path = worker.files.archive_path(record.owner_id, record.id)
-        self._main: asyncio.Task[Any] | None = None
         # What this attempt has counted as imported, so that a second reference to the
         # same thing is a duplicate, while things an interrupted earlier attempt of this
         # import stored are still counted as imported once.
@@ -182,7 +210,6 @@ class ImportJob:
     # Running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self._main = asyncio.current_task()
         if self.record.attempts > self.settings.max_attempts:
             self.progress.error(None, "interrupted",
                                 f"The import was interrupted {self.record.attempts - 1} "
@@ -203,6 +230,8 @@ class ImportJob:
                 self.archive = await self._open_archive()
                 try:
                     await self._import()
+                    if self.draining:
+                        raise ImportInterruptedError()
                 finally:
                     self._sync_bytes()
                     self.archive.close()
@@ -256,10 +285,10 @@ class ImportJob:
             except (asyncpg.PostgresError, OSError):
                 log.warning("import_progress_not_saved", import_id=str(self.id), exc_info=True)
                 continue
-            if not running and self._main is not None:
+            if not running:
                 # Cancelled in the database, perhaps through another replica.
                 self.cancelled_elsewhere = True
-                self._main.cancel()
+                self.draining = True
                 return
 
     async def _import(self) -> None:
@@ -311,16 +340,74 @@ class ImportJob:
             else:
                 progress.skipped_not_run += 1
         self._plan(runs, names)
-        for activity in runs:
+
+        async def import_row(activity: StravaActivity) -> None:
             if not await self._import_activity(activity, names):
                 # Its media are not read; they still count as handled for progress.
                 progress.entries_done += sum(
                     1 for media in activity.media
                     if resolve_reference(media, MEDIA_PREFIX, names)[0] is not None)
-                continue
+                return
             for reference in activity.media:
                 await self._import_media(reference, names,
                                          workout_id=f"strava:{activity.strava_id}")
+
+        def row_keys(activity: StravaActivity) -> list[Any]:
+            found = [("strava", activity.strava_id),
+                     self._content_key(activity.filename, ACTIVITIES_PREFIX, names)]
+            found += [self._content_key(media, MEDIA_PREFIX, names) for media in activity.media]
+            return [key for key in found if key is not None]
+
+        await self._each(runs, import_row, row_keys)
+
+    async def _each(self, items: list[Any], handle: Any,
+                    keys: Any = lambda _item: ()) -> None:
+        """``handle`` every item, a few at once: each item waits mostly on fsync and the
+        database, so overlapping them is what makes an import keep up with the disk.
+
+        Items sharing a key (the same activity id, the same bytes) are still handled in
+        list order, so that which copy is stored and which is a duplicate is exactly what
+        handling them one by one would give.
+        """
+        loop = asyncio.get_running_loop()
+        pending = iter(items)
+        last: dict[Any, asyncio.Future[None]] = {}
+
+        async def work() -> None:
+            for item in pending:
+                if self.draining:
+                    return
+                earlier = []
+                mine = []
+                for key in set(keys(item)):
+                    previous = last.get(key)
+                    if previous is not None and not previous.done():
+                        earlier.append(previous)
+                    last[key] = loop.create_future()
+                    mine.append(last[key])
+                try:
+                    for future in earlier:
+                        await asyncio.shield(future)
+                    await handle(item)
+                finally:
+                    for future in mine:
+                        if not future.done():
+                            future.set_result(None)
+
+        tasks = [asyncio.create_task(work()) for _ in range(ITEM_CONCURRENCY)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _content_key(self, value: str | None, prefix: str,
+                     names: set[str]) -> tuple[int, int] | None:
+        """Identical bytes have the same CRC-32 and size (checked while inflating)."""
+        name = resolve_reference(value, prefix, names)[0] if value else None
+        entry = self.archive.get(name) if self.archive and name else None
+        return (entry.info.CRC, entry.declared_size) if entry else None
 
     def _parse_csv(self, entry: Entry) -> tuple[list[StravaActivity], list[Any]]:
         assert self.archive is not None
@@ -411,38 +498,18 @@ class ImportJob:
         archive = self.archive
         assert archive is not None
         storage = self.worker.storage
-        files = self.worker.files
         loop = asyncio.get_running_loop()
         activity_id = uuid4()
-        final = files.activity_path(self.owner_id, activity_id)
         try:
             async with contextlib.aclosing(archive.iter_entry(entry)) as chunks, \
                     storage.receive(chunks, max_bytes=self.worker.max_file_size_bytes
                                     ) as received:
                 await loop.run_in_executor(None, check_activity_file, str(received.path), fmt,
                                            received.size, self.settings.limits)
-                try:
-                    async with self.pool.acquire() as connection, connection.transaction():
-                        if await db.select_activity_by_sha256(connection, self.owner_id,
-                                                              received.sha256):
-                            return "duplicate"
-                        await db.insert_activity(
-                            connection, id=activity_id, owner_id=self.owner_id,
-                            strava_id=activity.strava_id, import_id=self.id,
-                            started_at=activity.started_at, name=activity.name,
-                            activity_type=activity.activity_type,
-                            distance_meters=activity.distance_meters,
-                            elapsed_seconds=activity.elapsed_seconds, file_format=fmt,
-                            filename=_display_name(display_name), size_bytes=received.size,
-                            sha256=received.sha256)
-                        await files.place(received, final)
-                except asyncpg.UniqueViolationError:
-                    return "duplicate"
-                except BaseException:
-                    if received.placed:
-                        # The row did not commit, so its file must not stay.
-                        await files.remove(final)
-                    raise
+                # Row, rename and commit run to completion even if the job is cancelled,
+                # so that a commit that happened is never undone on disk only.
+                outcome = await settled(self._commit_activity(
+                    activity, received, fmt, display_name, activity_id))
         except ActivityFileError as exc:
             self.progress.skipped_invalid += 1
             self.progress.error(entry.name, exc.code, exc.message)
@@ -453,7 +520,36 @@ class ImportJob:
             self.progress.skipped_invalid += 1
             self.progress.error(entry.name, exc.code, exc.message)
             return "invalid"
-        self._counted.add(activity_id)
+        if outcome == "imported":
+            self._counted.add(activity_id)
+        return outcome
+
+    async def _commit_activity(self, activity: StravaActivity, received: Any, fmt: str,
+                               display_name: str, activity_id: UUID) -> str:
+        files = self.worker.files
+        final = files.activity_path(self.owner_id, activity_id)
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                if await db.select_activity_by_sha256(connection, self.owner_id,
+                                                      received.sha256):
+                    return "duplicate"
+                await db.insert_activity(
+                    connection, id=activity_id, owner_id=self.owner_id,
+                    strava_id=activity.strava_id, import_id=self.id,
+                    started_at=activity.started_at, name=activity.name,
+                    activity_type=activity.activity_type,
+                    distance_meters=activity.distance_meters,
+                    elapsed_seconds=activity.elapsed_seconds, file_format=fmt,
+                    filename=_display_name(display_name), size_bytes=received.size,
+                    sha256=received.sha256)
+                await files.place(received, final)
+        except asyncpg.UniqueViolationError:
+            return "duplicate"
+        except BaseException:
+            if received.placed:
+                # The row did not commit, so its file must not stay.
+                await files.remove(final)
+            raise
         return "imported"
 
     def _reference_problem(self, value: str, problem: str, folder: str) -> None:
@@ -494,7 +590,8 @@ class ImportJob:
         except DuplicateMediaError as exc:
             progress.entries_done += 1
             async with self.pool.acquire() as connection:
-                ours = await db.import_created_media(connection, self.id, exc.existing.id)
+                ours = await db.claim_import_media(connection, self.id, exc.existing,
+                                                   self.record.created_at, workout_id)
             if ours and exc.existing.id not in self._counted:
                 self._counted.add(exc.existing.id)
                 progress.media_imported += 1
@@ -554,24 +651,47 @@ class ImportJob:
                 progress.entries_total += 1
                 progress.bytes_total += entry.declared_size
         progress.activities_found = len(activities)
-        for index, item in enumerate(activities):
+
+        async def import_activity(numbered: tuple[int, Any]) -> None:
+            index, item = numbered
             parsed = _manifest_activity(index, item)
             if parsed is None:
                 progress.skipped_invalid += 1
                 progress.error(f"{MANIFEST_NAME}:activities[{index}]", "invalid_manifest_item",
                                "The activity in the manifest is malformed.")
-                continue
+                return
             activity, display_name = parsed
             await self._import_activity(activity, names, display_name)
-        for index, item in enumerate(media):
+
+        async def import_media(numbered: tuple[int, Any]) -> None:
+            index, item = numbered
             parsed_media = _manifest_media(item)
             if parsed_media is None:
                 progress.skipped_invalid += 1
                 progress.error(f"{MANIFEST_NAME}:media[{index}]", "invalid_manifest_item",
                                "The media item in the manifest is malformed.")
-                continue
+                return
             await self._import_media(parsed_media["path"], names, **{
                 key: value for key, value in parsed_media.items() if key != "path"})
+
+        def activity_keys(numbered: tuple[int, Any]) -> list[Any]:
+            item = numbered[1]
+            if not isinstance(item, dict):
+                return []
+            path = item.get("path") if isinstance(item.get("path"), str) else None
+            found = [("strava", str(item.get("stravaId"))),
+                     self._content_key(path, ACTIVITIES_PREFIX, names)]
+            return [key for key in found if key is not None]
+
+        def media_keys(numbered: tuple[int, Any]) -> list[Any]:
+            item = numbered[1]
+            path = item.get("path") if isinstance(item, dict) else None
+            key = self._content_key(path, MEDIA_PREFIX, names) if isinstance(path, str) \
+                else None
+            return [key] if key else []
+
+        await self._each(list(enumerate(activities)), import_activity, activity_keys)
+        await self._each(list(enumerate(media)), import_media, media_keys)
 
     # Undoing a refused archive ---------------------------------------------------------
 

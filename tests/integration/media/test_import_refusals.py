@@ -185,9 +185,11 @@ async def test_an_activity_file_that_is_not_what_it_claims_is_invalid(api) -> No
         ("activities/3.fit.gz", b"\x1f\x8b not really gzip"),
         ("activities/4.zip", zip_bytes([("a", b"nested")])), rows_=rows_))
     assert summary_counts(state)["invalid"] == 4
-    codes = [e["code"] for e in state["summary"]["errors"]]
-    assert codes == ["invalid_activity_file", "unsafe_xml", "invalid_activity_file",
-                     "unsupported_activity_format"]
+    codes = sorted((e["entry"], e["code"]) for e in state["summary"]["errors"])
+    assert codes == [("activities/1.fit", "invalid_activity_file"),
+                     ("activities/2.gpx", "unsafe_xml"),
+                     ("activities/3.fit.gz", "invalid_activity_file"),
+                     ("activities/4.zip", "unsupported_activity_format")]
     assert await rows(api, "activities") == []
 
 

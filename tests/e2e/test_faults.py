@@ -43,30 +43,35 @@ async def test_kill_9_of_media_mid_upload_leaves_nothing_half_written(edge, tmp_
         await sign_in(client, edge)
         killed = asyncio.Event()
 
-        async def slow_body():
-            sent = 0
-            with path.open("rb") as handle:
-                yield (b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
-                       b"filename=\"interrupted.mp4\"\r\nContent-Type: video/mp4\r\n\r\n")
-                while chunk := handle.read(256 * 1024):
-                    yield chunk
-                    sent += len(chunk)
-                    if sent >= 8 * 1024 * 1024 and not killed.is_set():
-                        await asyncio.to_thread(stack.kill, "media")
-                        killed.set()
-                    await asyncio.sleep(0)
-                yield b"\r\n--b--\r\n"
+        content = path.read_bytes()
 
+        async def slow_body():
+            # No open file here: the generator is abandoned when the connection breaks.
+            yield (b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
+                   b"filename=\"interrupted.mp4\"\r\nContent-Type: video/mp4\r\n\r\n")
+            step = 256 * 1024
+            for sent in range(0, len(content), step):
+                yield content[sent:sent + step]
+                if sent >= 8 * 1024 * 1024 and not killed.is_set():
+                    # Set first: the 502 that follows may end this body mid-await.
+                    killed.set()
+                    await asyncio.to_thread(stack.kill, "media")
+                await asyncio.sleep(0)
+            yield b"\r\n--b--\r\n"
+
+        body = slow_body()
         status = None
         try:
-            async with client.post(f"{edge.https_url}/api/media", data=slow_body(),
+            async with client.post(f"{edge.https_url}/api/media", data=body,
                                    headers={"Content-Type": "multipart/form-data; boundary=b"},
                                    ) as response:
                 status = response.status
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError,
                 aiohttp.ClientPayloadError):
             status = "disconnected"
-        assert killed.is_set()
+        finally:
+            await body.aclose()
+        assert killed.is_set(), status
         assert status in (502, 503, 504, "disconnected")
 
         await asyncio.to_thread(stack.wait_healthy, "media")

@@ -119,3 +119,16 @@ async def test_the_archive_is_kept_when_configured(make_api) -> None:
     state = await import_done(api, realistic_export())
     kept = [name for name in files_under(api.root) if name.startswith(".imports/")]
     assert kept == [f".imports/{api.user_id}/{state['id']}.zip"]
+
+
+async def test_the_error_list_is_bounded_with_a_count_of_the_rest(api) -> None:
+    from tests.media_archives import Row, activities_csv, zip_bytes
+
+    rows_ = [Row(f"bad-{index}") for index in range(130)]
+    state = await import_done(api, zip_bytes([("activities.csv", activities_csv(rows_))]))
+    summary = state["summary"]
+    assert summary["activitiesFound"] == 130
+    assert summary["skipped"]["invalid"] == 130
+    assert len(summary["errors"]) == 100
+    assert summary["errorsOmitted"] == 30
+    assert summary["errors"][0]["entry"] == "activities.csv:1"

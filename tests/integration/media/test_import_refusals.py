@@ -255,3 +255,34 @@ async def test_too_many_imports_at_once_are_refused(make_api) -> None:
         return
     assert response.status == 409
     assert (await response.json())["code"] == "too_many_imports"
+
+
+async def test_a_client_disconnect_mid_upload_leaves_nothing(api) -> None:
+    import asyncio
+    import time
+
+    from media_samples import CONTENT_TYPE, file_part
+
+    before = await world(api)
+    server = api.client.server
+    _reader, writer = await asyncio.open_connection(server.host, server.port)
+    body = file_part("export.zip", b"")[:-2] + export_with(("media/a.jpg", noise_jpeg()))
+    headers = {**api.headers(), "Content-Type": CONTENT_TYPE, "Content-Length": "50000000",
+               "Host": f"{server.host}:{server.port}"}
+    head = "POST /imports HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    temp = api.root / ".tmp"
+    try:
+        writer.write(head.encode() + b"\r\n" + body)
+        await writer.drain()
+        deadline = time.monotonic() + 10
+        while not (temp.is_dir() and any(temp.iterdir())):
+            assert time.monotonic() < deadline, "the upload never got under way"
+            writer.write(bytes(16_384))
+            await writer.drain()
+            await asyncio.sleep(0.005)
+    finally:
+        writer.transport.abort()
+    deadline = time.monotonic() + 10
+    while await world(api) != before:
+        assert time.monotonic() < deadline, "a cut upload left something behind"
+        await asyncio.sleep(0.05)

@@ -51,6 +51,9 @@ MAX_BACKOFF = 30.0
 STABLE_AFTER = 30.0
 STOP_GRACE = 10.0
 LOG_TAIL = 400
+# A service that keeps dying while we wait for it (a port in use, a database refusing it)
+# is reported at once instead of after the whole timeout.
+FAIL_FAST_AFTER = 3
 
 PR_SET_PDEATHSIG = 1
 
@@ -255,6 +258,7 @@ class Stack:
         service = self.services[name]
         deadline = time.monotonic() + timeout
         url = f"{self.service_url(name)}{path}"
+        exits_before = len(service.exits)
         while True:
             process = service.process
             if process is not None and process.returncode is None and self._session:
@@ -265,6 +269,9 @@ class Stack:
             if service.exits and service.exits[-1] == 2 and not self._closing and \
                     (process is None or process.returncode is not None):
                 raise StackError(f"{name} refused its settings:\n{self.logs(name)}")
+            if len(service.exits) - exits_before >= FAIL_FAST_AFTER:
+                raise StackError(f"{name} exited {FAIL_FAST_AFTER} times while starting:\n"
+                                 f"{self.logs(name)}")
             if time.monotonic() > deadline:
                 raise StackError(f"{name} did not answer {path} within {timeout:.0f}s:\n"
                                  f"{self.logs(name)}")

@@ -99,3 +99,21 @@ def test_body_limits_per_path_match_the_gateway_defaults(tmp_path):
     assert body_limit("/api/auth/") == limits.json_bytes
     assert body_limit("/api/media") == limits.media_bytes
     assert body_limit("/api/imports") == limits.import_bytes
+
+
+def test_nginx_error_pages_carry_the_same_header_values_as_the_gateway():
+    from services.gateway import headers
+
+    block = location("= /.nginx-error.json")
+    expected = {
+        "Content-Security-Policy": headers.CONTENT_SECURITY_POLICY,
+        "Permissions-Policy": headers.PERMISSIONS_POLICY,
+        "Strict-Transport-Security": headers.HSTS,
+        "X-Frame-Options": "SAMEORIGIN",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cross-Origin-Resource-Policy": "same-origin",
+    }
+    for name, value in expected.items():
+        assert f'add_header {name} "{value}" always;' in block, name

@@ -5,6 +5,7 @@ SIGTERM leaving no process behind."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -18,10 +19,11 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import psutil
 import pytest
 
-from deploy.stack import ROOT
+from deploy.stack import ROOT, Stack, StackError, free_port
 from tests.e2e.support_edge import PASSWORD
 
 pytestmark = pytest.mark.timeout(240)
@@ -161,3 +163,43 @@ async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanl
                     and p.status() != psutil.STATUS_ZOMBIE]):
         assert time.monotonic() < deadline, f"left behind: {[p.cmdline() for p in left]}"
         time.sleep(0.2)
+
+
+async def test_a_service_refusing_its_settings_stops_the_start_and_cleans_up(
+        tmp_path, postgres_admin_url):
+    prefix = f"tempo_e2e_{secrets.token_hex(4)}"
+    database = f"tempo_e2e_{secrets.token_hex(5)}"
+    stack = Stack(tmp_path, admin_url=postgres_admin_url, database=database, role_prefix=prefix,
+                  ports={name: free_port() for name in ("auth", "media", "gateway")},
+                  env={"Auth__BcryptCost": "3"}, drop_database_on_exit=True)
+    with pytest.raises(StackError, match="auth refused its settings") as refused:
+        async with stack:
+            pass
+    assert "Auth__BcryptCost: must be at least 10" in str(refused.value)
+    assert all(stack.pid(name) is None for name in ("auth", "media", "gateway"))
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        assert not await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname LIKE $1",
+                                        f"{prefix}%")
+        assert not await admin.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1",
+                                        database)
+    finally:
+        await admin.close()
+
+
+async def test_a_service_that_keeps_dying_at_start_is_reported_without_waiting(
+        tmp_path, postgres_admin_url):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = Stack(tmp_path, admin_url=postgres_admin_url,
+                      database=f"tempo_e2e_{secrets.token_hex(5)}",
+                      role_prefix=f"tempo_e2e_{secrets.token_hex(4)}",
+                      ports={"auth": port, "media": free_port(), "gateway": free_port()},
+                      drop_database_on_exit=True, startup_timeout=120)
+        started = time.monotonic()
+        with pytest.raises(StackError, match="auth exited 3 times while starting"):
+            async with stack:
+                pass
+        assert time.monotonic() - started < 60

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import ctypes
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -491,14 +490,6 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(_serve(args, Path(args.var).resolve()))
 
 
-def new_role_prefix() -> str:
-    """A role prefix no other run on the same server will pick (for tests)."""
-    return f"tempo_{secrets.token_hex(4)}"
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 class BackgroundStack:
     """A ``Stack`` run on an event loop of its own in a thread, driven with plain calls.
@@ -572,3 +563,7 @@ class BackgroundStack:
 
     def wait_healthy(self, name: str, *, timeout: float = 60.0, path: str = "/health") -> None:
         self._call(self.stack.wait_healthy(name, timeout=timeout, path=path))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

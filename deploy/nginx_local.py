@@ -58,8 +58,9 @@ class LocalNginx:
         conf = PRODUCTION_CONF.read_text() if text is None else text
         tmp = self.workdir / "tmp"
         replacements = [
-            # First: the workdir itself may live under /tmp.
-            ("/tmp/", f"{tmp}/"),  # noqa: S108
+            # First: the workdir itself may live under /tmp. Not a temporary file: the
+            # container's /tmp paths in the shipped file, moved into this instance's workdir.
+            ("/tmp/", f"{tmp}/"),  # noqa: S108  # nosec B108
             ("error_log /dev/stderr warn;", f"error_log {self.workdir}/error.log warn;"),
             ("access_log /dev/stdout tempo;", f"access_log {self.workdir}/access.log tempo;"),
             ("server gateway:8080;", f"server {self.gateway};"),

@@ -203,3 +203,25 @@ async def test_a_service_that_keeps_dying_at_start_is_reported_without_waiting(
             async with stack:
                 pass
         assert time.monotonic() - started < 60
+
+
+def test_ctrl_c_stops_everything_and_leaves_no_process(var):
+    runner = Runner(var, free_port_run())
+    try:
+        runner.wait_for("Tempo is running at")
+        assert len(processes_of(var)) >= 4
+    finally:
+        # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group.
+        os.killpg(runner.process.pid, signal.SIGINT)
+        try:
+            code = runner.process.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.process.pid, signal.SIGKILL)
+            raise
+    runner.process.stdout.close()
+    assert code == 0, runner.output()
+    deadline = time.monotonic() + 15
+    while (left := [p for p in processes_of(var) if p.is_running()
+                    and p.status() != psutil.STATUS_ZOMBIE]):
+        assert time.monotonic() < deadline, f"left behind: {[p.cmdline() for p in left]}"
+        time.sleep(0.2)

@@ -229,3 +229,31 @@ def test_dockerfile_final_image_has_no_compiler_and_a_non_root_user():
         users = [line.split()[1] for line in stage if line.startswith("USER ")]
         if users:
             assert users[-1].split(":")[0] not in {"0", "root"}, stage[0]
+
+
+def test_every_reference_in_the_compose_file_resolves(compose):
+    # What `docker compose config` would refuse, checked without Docker.
+    for name, service in services(compose):
+        for secret in service.get("secrets", []):
+            assert secret in compose["secrets"], (name, secret)
+        networks = service.get("networks", [])
+        for network in (networks if isinstance(networks, list) else list(networks)):
+            assert network in compose["networks"], (name, network)
+        for dependency in service.get("depends_on", {}):
+            assert dependency in compose["services"], (name, dependency)
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("./"):
+                if source in {"./var/backups", "./deploy/nginx/certs"}:
+                    continue  # made by the operator (README, production deployment)
+                assert (ROOT / source).exists(), (name, source)
+            else:
+                assert source in compose["volumes"], (name, source)
+
+
+def test_bind_mounted_scripts_are_executable_shell(compose):
+    for path in ("deploy/postgres/10-roles.sh", "deploy/postgres/grant-gateway.sh",
+                 "deploy/nginx/install-cert.sh"):
+        script = ROOT / path
+        assert script.read_text().startswith("#!/bin/sh\n"), path
+        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0, path

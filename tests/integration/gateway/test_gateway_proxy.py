@@ -368,3 +368,19 @@ async def test_direct_calls_to_auth_and_media_without_internal_token_are_refused
     response = await http.post(f"{server_url(auth_server)}/auth/login",
                                json={"username": "Runner", "password": "x" * 12})
     assert response.status == 401
+
+
+async def test_forwarded_for_sets_the_client_ip_only_from_a_trusted_peer(
+        make_gateway: Callable[..., Awaitable[TestServer]], user: Browser, echo: EchoUpstream,
+        internal_key: str) -> None:
+    spoofed = {"X-Forwarded-For": "198.51.100.23"}
+    untrusted = Browser(user.session, user.base, token=user.token)
+    assert (await untrusted.request("GET", "/api/media", headers=spoofed)).status == 200
+    claims = identity_claims(internal_key, "media", echo.received[-1].headers["X-Tempo-Identity"])
+    assert claims.extra["ip"] == "127.0.0.1"
+
+    gateway = await make_gateway(**{"Proxy__TrustedNetworks": "127.0.0.1/32"})
+    trusted = Browser(user.session, server_url(gateway), token=user.token)
+    assert (await trusted.request("GET", "/api/media", headers=spoofed)).status == 200
+    claims = identity_claims(internal_key, "media", echo.received[-1].headers["X-Tempo-Identity"])
+    assert claims.extra["ip"] == "198.51.100.23"

@@ -1,0 +1,125 @@
+"""schemathesis against /openapi.json on the live stack: auth, media and the gateway as
+separate processes, as ``python -m`` runs them. A bounded number of cases: no 5xx, and
+every response matches the document."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from gateway_helpers import GOOD_PASSWORD, USERNAME, empty_auth_schema
+
+from tests.support import ROOT, run
+
+MAX_EXAMPLES = int(os.environ.get("GATEWAY_SCHEMATHESIS_EXAMPLES", "15"))
+CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
+          "response_headers_conformance,response_schema_conformance")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+def post_json(url: str, body: dict[str, str], origin: str) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Origin": origin})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, dict(response.headers)
+
+
+@pytest.fixture
+def live_stack(base_env: dict[str, str], database_url: str, tmp_path: Path
+               ) -> Iterator[tuple[str, str]]:
+    run(empty_auth_schema(database_url))
+    ports = {name: free_port() for name in ("auth", "media", "gateway")}
+    common = {**base_env, "PATH": os.environ.get("PATH", ""), "Log__Level": "error",
+              "Auth__BcryptCost": "10"}
+    envs = {
+        "auth": {**common, "Server__Port": str(ports["auth"])},
+        "media": {**common, "Server__Port": str(ports["media"]),
+                  "MediaStorage__RootPath": str(tmp_path / "media-root")},
+        "gateway": {**common, "Server__Port": str(ports["gateway"]),
+                    "Upstreams__Auth": f"http://127.0.0.1:{ports['auth']}",
+                    "Upstreams__Media": f"http://127.0.0.1:{ports['media']}",
+                    "RateLimit__GlobalPerMinute": "100000", "RateLimit__GlobalBurst": "10000",
+                    "RateLimit__AuthPerMinute": "100000", "RateLimit__AuthBurst": "10000"},
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("auth", "media", "gateway"):
+            process = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                       env=envs[name], cwd=ROOT,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            processes.append(process)
+            wait_for(f"http://127.0.0.1:{ports[name]}/health", process)
+        base = f"http://127.0.0.1:{ports['gateway']}"
+        wait_for(f"{base}/ready", processes[-1])
+        credentials = {"username": USERNAME, "password": GOOD_PASSWORD}
+        assert post_json(f"{base}/api/auth/register", credentials, base)[0] == 201
+        status, headers = post_json(f"{base}/api/auth/login", credentials, base)
+        assert status == 200
+        cookie = headers["Set-Cookie"].split(";", 1)[0]
+        yield base, cookie
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_schemathesis_finds_no_5xx_and_no_response_off_the_document(
+        live_stack: tuple[str, str], tmp_path: Path) -> None:
+    base, cookie = live_stack
+    binary = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert binary is not None
+    result = subprocess.run([
+        binary, "run", f"{base}/openapi.json",
+        "--checks", CHECKS,
+        "--max-examples", str(MAX_EXAMPLES),
+        "--workers", "1",
+        "--seed", "20261128",
+        "--phases", "examples,coverage,fuzzing",
+        "--header", f"Cookie: {cookie}",
+        "--header", f"Origin: {base}",
+        # Logging out or changing the password would end the run's own session.
+        "--exclude-operation-id", "logout",
+        "--exclude-operation-id", "changePassword",
+        "--request-timeout", "30",
+        "--no-color",
+        "--generation-database", "none",
+    ], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
+    generated = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
+    assert generated is not None, result.stdout[-3000:]
+    assert int(generated.group(1)) > 0
+    assert generated.group(1) == generated.group(2)

@@ -224,3 +224,19 @@ async def test_an_upload_over_the_limit_is_refused_without_reaching_media_disk(e
     # aborted upload must leave nothing once media has noticed the abort.
     await wait_for_tree(edge.stack, before)
     assert_fsck_clean(edge.stack)
+
+
+async def test_a_client_sent_x_forwarded_for_is_replaced_by_nginx_not_believed(edge):
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}
+    async with session(edge) as client:
+        await sign_in(client, edge)
+        async with client.post(f"{edge.https_url}/api/auth/login", headers=spoofed,
+                               json={"username": "runner", "password": PASSWORD}) as response:
+            assert response.status == 200
+        async with client.get(f"{edge.https_url}/api/auth/sessions",
+                              headers=spoofed) as response:
+            assert response.status == 200
+            sessions = await response.json()
+    ips = {entry["ip"] for entry in sessions["sessions"]}
+    assert "127.0.0.1" in ips
+    assert "203.0.113.9" not in ips

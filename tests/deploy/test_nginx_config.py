@@ -86,6 +86,7 @@ def test_a_coarse_request_limit_sits_in_front_of_the_gateway():
     assert "limit_req_zone" in CONF
     for prefix in ("/", "/api/auth/", "/api/media", "/api/imports"):
         assert "limit_req zone=" in location(prefix), prefix
+    assert "limit_req zone=tempo_auth_per_ip" in location("~ ^/api/auth/(login|register)$")
 
 
 def body_limit(prefix: str) -> int:
@@ -97,6 +98,7 @@ def test_body_limits_per_path_match_the_gateway_defaults(tmp_path):
                       internal_key=strong_secret())
     limits = load_gateway_settings(env).limits
     assert body_limit("/api/auth/") == limits.json_bytes
+    assert body_limit("~ ^/api/auth/(login|register)$") == limits.json_bytes
     assert body_limit("/api/media") == limits.media_bytes
     assert body_limit("/api/imports") == limits.import_bytes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
 import socket
 import ssl
 import warnings
@@ -13,6 +14,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from deploy.nginx_local import LocalNginx, NginxProcess
+from deploy.stack import free_port
 from tests.e2e.support_edge import (
     PASSWORD,
     SECURITY_HEADERS,
@@ -240,3 +243,29 @@ async def test_a_client_sent_x_forwarded_for_is_replaced_by_nginx_not_believed(e
     ips = {entry["ip"] for entry in sessions["sessions"]}
     assert "127.0.0.1" in ips
     assert "203.0.113.9" not in ips
+
+
+async def test_nginx_coarse_login_limit_answers_429_with_headers_once(edge, tmp_path):
+    # An nginx of this test's own, so its rate-limit zones start empty and fill up without
+    # slowing the other tests down.
+    https_port, http_port = free_port(), free_port()
+    own = NginxProcess(LocalNginx(tmp_path, edge.stack.service_url("gateway").split("//")[1],
+                                  edge.tls.cert_file, edge.tls.key_file, http_port,
+                                  https_port), nginx=edge.nginx.nginx)
+    await asyncio.to_thread(own.start)
+    try:
+        url = f"https://localhost:{https_port}/api/auth/login"
+        body = {"username": f"nobody-{secrets.token_hex(4)}", "password": "wrong password 1"}
+        answers = []
+        async with session(edge) as client:
+            for _ in range(40):
+                async with client.post(url, json=body) as response:
+                    assert response.content_type == "application/problem+json"
+                    answers.append((response.status, (await response.json())["code"]))
+                    if response.status == 429:
+                        assert_security_headers_once(response)
+        assert answers[0][0] == 401
+        # nginx's own answer, not the auth service's lockout (also a 429)
+        assert (429, "proxy_error") in answers
+    finally:
+        await asyncio.to_thread(own.stop)

@@ -159,7 +159,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         _upstreams_context,
         _revocation_context,
         _limiter_context,
-        redirect_listener(settings.tls, settings.tls.redirect_host),
+        redirect_listener(settings.tls, common.host),
     ])
 
     router = app.router

@@ -83,6 +83,9 @@ def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[
                 or lowered.startswith(_INTERNAL_PREFIX) \
                 or lowered.startswith("access-control-"):
             continue
+        if lowered == "location" and value.startswith("/") and not value.startswith("//"):
+            # Upstream paths are the public ones without the /api prefix.
+            value = f"/api{value}"
         result.add(name, value)
     return result
 

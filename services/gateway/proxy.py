@@ -180,8 +180,8 @@ def too_large_response(request: web.Request, limit: int) -> web.Response:
     response = problem_response(413, "payload_too_large",
                                 f"The request body must be at most {limit} bytes.",
                                 request_id=request.get(REQUEST_ID))
-    # The rest of the body is not wanted: close instead of reading it to keep the
-    # connection alive.
+    # The connection is not reused: the rest of the body is only drained for the server's
+    # bounded lingering time, so that the client can read this answer, then it closes.
     response.force_close()
     return response
 

@@ -60,7 +60,8 @@ class TlsSettings:
     cert_file: Path | None
     key_file: Path | None
     redirect_port: int | None
-    redirect_host: str
+    # Where to send clients whose Host header is missing or unusable (else they get 400).
+    redirect_host: str | None
     # The HTTPS port clients are sent to: the public one, which may differ from the
     # port this process listens on behind a port mapping.
     public_https_port: int
@@ -129,7 +130,7 @@ def _optional_file(env: Env, name: str) -> Path | None:
     return path
 
 
-def _tls(env: Env, port: int, host: str) -> TlsSettings:
+def _tls(env: Env, port: int) -> TlsSettings:
     cert = _optional_file(env, "Server__TlsCertFile")
     key = _optional_file(env, "Server__TlsKeyFile")
     if (env.raw("Server__TlsCertFile") is None) != (env.raw("Server__TlsKeyFile") is None):
@@ -142,7 +143,7 @@ def _tls(env: Env, port: int, host: str) -> TlsSettings:
                                 minimum=1, maximum=65535)
     return TlsSettings(cert_file=cert if key else None, key_file=key if cert else None,
                        redirect_port=redirect_port,
-                       redirect_host=env.str("Server__RedirectHost", host) or host,
+                       redirect_host=env.str("Server__RedirectHost"),
                        public_https_port=public_https_port)
 
 
@@ -213,7 +214,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         trusted_networks=env.networks("Proxy__TrustedNetworks"),
         rate_limit=rate_limit,
         revocation=revocation,
-        tls=_tls(env, common.port, common.host),
+        tls=_tls(env, common.port),
         token_cache_size=env.int("Gateway__TokenCacheSize", 10_000, minimum=1,
                                  maximum=10_000_000),
         static_root=static_root.resolve(),

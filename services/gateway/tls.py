@@ -29,13 +29,17 @@ def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext | None:
     return context
 
 
-def redirect_location(host_header: str | None, raw_path: str, tls: TlsSettings) -> str:
+def redirect_location(host_header: str | None, raw_path: str, tls: TlsSettings) -> str | None:
+    """Where to send a plain-HTTP request; None when its Host cannot be used and no
+    ``Server__RedirectHost`` is configured."""
     host = (host_header or "").strip()
     if host.startswith("["):
         host = host[: host.find("]") + 1] if "]" in host else ""
     else:
         host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     if not _HOST.fullmatch(host):
+        if tls.redirect_host is None:
+            return None
         host = tls.redirect_host
     port = tls.public_https_port
     netloc = host if port == 443 else f"{host}:{port}"
@@ -47,6 +51,8 @@ def redirect_location(host_header: str | None, raw_path: str, tls: TlsSettings) 
 def redirect_app(tls: TlsSettings) -> web.Application:
     async def redirect(request: web.Request) -> web.StreamResponse:
         location = redirect_location(request.headers.get("Host"), request.raw_path, tls)
+        if location is None:
+            raise web.HTTPBadRequest(text="A Host header is required.")
         # Encoded already: the path and query go back exactly as the client sent them.
         raise web.HTTPPermanentRedirect(URL(location, encoded=True))
 

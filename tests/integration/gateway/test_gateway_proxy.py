@@ -384,3 +384,4 @@ async def test_forwarded_for_sets_the_client_ip_only_from_a_trusted_peer(
     assert (await trusted.request("GET", "/api/media", headers=spoofed)).status == 200
     claims = identity_claims(internal_key, "media", echo.received[-1].headers["X-Tempo-Identity"])
     assert claims.extra["ip"] == "198.51.100.23"
+

@@ -76,8 +76,9 @@ async def test_plain_http_listener_only_redirects_to_https_with_308(
             assert "Strict-Transport-Security" not in response.headers
         hostile = await http.get(f"{base}/", headers={"Host": "evil.example/@x"},
                                  allow_redirects=False)
-        assert hostile.status == 308
-        assert hostile.headers["Location"].startswith("https://127.0.0.1:8443/")
+        # No usable Host and no Server__RedirectHost: refused rather than sent anywhere.
+        assert hostile.status == 400
+        assert "Location" not in hostile.headers
         default_port = load_settings(env_for(**{"Server__RedirectPort": str(redirect_port)}))
         assert default_port.tls.public_https_port == 443
 

@@ -78,10 +78,22 @@ def test_response_headers_lose_hop_by_hop_banner_and_cors() -> None:
         ("Server", "Python/3.11 aiohttp"), ("Connection", "X-Gone"), ("X-Gone", "1"),
         ("Access-Control-Allow-Origin", "*"), ("X-Tempo-Debug", "1"),
         ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("ETag", '"x"'),
+        ("Location", "/imports/42"),
         ("Content-Length", "3"), ("Transfer-Encoding", "chunked")]))
     kept = downstream_response_headers(upstream)
     assert kept.getall("Set-Cookie") == ["a=1", "b=2"]
-    assert sorted(set(kept)) == ["ETag", "Set-Cookie"]
+    assert sorted(set(kept)) == ["ETag", "Location", "Set-Cookie"]
+    assert kept["Location"] == "/api/imports/42"
+    for location in ("imports/42", "https://elsewhere.example/x", "//evil.example/x"):
+        relayed = downstream_response_headers(CIMultiDictProxy(CIMultiDict(Location=location)))
+        assert relayed["Location"] == location
+
+
+def test_redirect_without_a_usable_host_or_fallback_is_refused(env: dict[str, str]) -> None:
+    tls = load_settings({**env, "Server__RedirectPort": "8081"}).tls
+    assert tls.redirect_host is None
+    assert redirect_location("bad host!", "/", tls) is None
+    assert redirect_location("tempo.example", "/x", tls) == "https://tempo.example/x"
 
 
 @pytest.mark.parametrize(("host", "path", "location"), [
@@ -90,6 +102,7 @@ def test_response_headers_lose_hop_by_hop_banner_and_cors() -> None:
     ("[::1]:80", "/x", "https://[::1]:8443/x"),
     ("evil.example/@x", "/", "https://fallback.example:8443/"),
     (None, "//evil.example/x", "https://fallback.example:8443/"),
+    ("", "/", "https://fallback.example:8443/"),
     ("tempo.example", "http://other/x", "https://tempo.example:8443/"),
 ])
 def test_redirect_location(env: dict[str, str], host: str | None, path: str,

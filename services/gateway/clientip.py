@@ -25,6 +25,34 @@ class ClientInfo:
     # The connection comes from a trusted proxy (its request id may be kept).
     via_trusted_proxy: bool
 
+    @property
+    def limit_key(self) -> str:
+        return limit_key(self.ip)
+
+
+_LIMIT_KEYS: dict[str, str] = {}
+
+
+def limit_key(ip: str) -> str:
+    """The rate-limit identity of an address: IPv6 clients are counted per /64, the block a
+    single subscriber usually holds, so that rotating addresses inside it buys nothing."""
+    if ":" not in ip:
+        return ip
+    key = _LIMIT_KEYS.get(ip)
+    if key is not None:
+        return key
+    address = _parse(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        key = str(mapped) if mapped is not None else \
+            str(ipaddress.IPv6Network((address, 64), strict=False))
+    else:
+        key = ip
+    if len(_LIMIT_KEYS) >= _CACHE_LIMIT:
+        _LIMIT_KEYS.clear()
+    _LIMIT_KEYS[ip] = key
+    return key
+
 
 def _parse(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     value = value.strip()

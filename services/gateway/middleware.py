@@ -58,6 +58,11 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical
 
 
+# Methods are client-chosen tokens; anything else is counted under one label so that a
+# client cannot grow the metrics without bound.
+_METHOD_LABELS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
@@ -71,7 +76,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         route = _route_label(request)
-        metrics.REQUESTS.labels(route, request.method, status).inc()
+        method = request.method if request.method in _METHOD_LABELS else "OTHER"
+        metrics.REQUESTS.labels(route, method, status).inc()
         metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
 
 
@@ -85,7 +91,7 @@ def rate_limit_middleware(limiter: Limiter, api_by_route: dict[web.AbstractRoute
             return await handler(request)
         api = api_by_route.get(request.match_info.route)
         policies = strict if api is not None and api.strict_rate_limit else normal
-        decision = await limiter.check(request[CLIENT].ip, policies)
+        decision = await limiter.check(request[CLIENT].limit_key, policies)
         if not decision.allowed:
             policy = decision.policy
             metrics.RATE_LIMITED.labels(policy.name).inc()

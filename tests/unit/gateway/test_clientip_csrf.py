@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from services.gateway.clientip import ClientResolver
+from services.gateway.clientip import ClientResolver, limit_key
 from services.gateway.csrf import OriginPolicy, origin_of
 
 PROXIES = ClientResolver([ipaddress.ip_network("10.0.0.0/8"),
@@ -76,3 +76,14 @@ def test_origin_policy() -> None:
                              own_origin=own)
     assert OriginPolicy(["*"]).allows(origin="https://any.example", referer=None,
                                       own_origin=own)
+
+
+@pytest.mark.parametrize(("ip", "key"), [
+    ("198.51.100.7", "198.51.100.7"),
+    ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+    ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+    ("::ffff:198.51.100.7", "198.51.100.7"),
+    ("unknown", "unknown"),
+])
+def test_rate_limit_key_groups_ipv6_by_64(ip: str, key: str) -> None:
+    assert limit_key(ip) == key

@@ -169,13 +169,14 @@ def create_app(settings: GatewaySettings) -> web.Application:
     limits = {BodyLimit.JSON: settings.limits.json_bytes,
               BodyLimit.MEDIA: settings.limits.media_bytes,
               BodyLimit.IMPORT: settings.limits.import_bytes}
+    idle = settings.limits.body_idle_timeout_seconds
     cors = _cors(app, settings)
     for api in API_ROUTES:
-        route = router.add_route(api.method, api.path, handlers.proxy_handler(api, limits),
+        route = router.add_route(api.method, api.path, handlers.proxy_handler(api, limits, idle),
                                  expect_handler=expect_handler)
         api_by_route[route] = api
         if api.head:
-            head = router.add_route("HEAD", api.path, handlers.proxy_handler(api, limits),
+            head = router.add_route("HEAD", api.path, handlers.proxy_handler(api, limits, idle),
                                     expect_handler=expect_handler)
             api_by_route[head] = api
     for resource in router.resources():

@@ -26,7 +26,8 @@ from shared.web import Handler, json_response, problem_response
 log = structlog.get_logger("gateway")
 
 
-def proxy_handler(api: ApiRoute, limits: dict[BodyLimit, int]) -> Handler:
+def proxy_handler(api: ApiRoute, limits: dict[BodyLimit, int], body_idle_timeout: float
+                  ) -> Handler:
     limit = limits[api.body]
     logout = api.path == LOGOUT_PATH
 
@@ -39,7 +40,7 @@ def proxy_handler(api: ApiRoute, limits: dict[BodyLimit, int]) -> Handler:
             request[CLIENT].ip,
             request.headers.get(hdrs.USER_AGENT),
         )
-        response = await forward(request, api, upstream, limit, token)
+        response = await forward(request, api, upstream, limit, token, body_idle_timeout)
         if logout and claims is not None and 200 <= response.status < 300:
             # This gateway refuses the token at once; the others hear it from auth.
             request.app[REVOKED].add(claims.token_id, float(claims.expires_at))

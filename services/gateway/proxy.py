@@ -8,6 +8,7 @@ upstream request mid-body so that the upstream sees a broken upload, never a com
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 from urllib.parse import quote
@@ -50,15 +51,19 @@ class ClientGoneError(Exception):
 class BodyStream:
     """The request body as an async iterator that enforces a limit while it streams."""
 
-    __slots__ = ("_expected", "_limit", "_request", "client_gone", "received", "too_large")
+    __slots__ = ("_expected", "_idle_timeout", "_limit", "_request", "client_gone", "received",
+                 "stalled", "too_large")
 
-    def __init__(self, request: web.Request, limit: int) -> None:
+    def __init__(self, request: web.Request, limit: int, idle_timeout: float) -> None:
         self._request = request
         self._limit = limit
+        self._idle_timeout = idle_timeout
         self._expected = request.content_length
         self.received = 0
         self.too_large = False
         self.client_gone = False
+        # The client stopped sending in the middle of its body (a slow or stuck upload).
+        self.stalled = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         request = self._request
@@ -67,9 +72,11 @@ class BodyStream:
             request.writer.output_size = 0
         content = request.content
         limit = self._limit
+        idle = self._idle_timeout
         try:
             while True:
-                chunk = await content.readany()
+                async with asyncio.timeout(idle):
+                    chunk = await content.readany()
                 if not chunk:
                     break
                 self.received += len(chunk)
@@ -79,6 +86,9 @@ class BodyStream:
                 yield chunk
         except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.http.HttpProcessingError):
             self.client_gone = True
+            raise ClientGoneError from None
+        except TimeoutError:
+            self.stalled = True
             raise ClientGoneError from None
         if self._expected is not None and self.received != self._expected:
             self.client_gone = True
@@ -187,7 +197,7 @@ def too_large_response(request: web.Request, limit: int) -> web.Response:
 
 
 async def forward(request: web.Request, route: ApiRoute, upstream: Upstream, limit: int,
-                  identity_token: str) -> web.StreamResponse:
+                  identity_token: str, body_idle_timeout: float) -> web.StreamResponse:
     """Send the request upstream and stream the answer back."""
     length = request.content_length
     if length is not None and length > limit:
@@ -200,7 +210,7 @@ async def forward(request: web.Request, route: ApiRoute, upstream: Upstream, lim
     body: BodyStream | None = None
     data = None
     if request.body_exists:
-        body = BodyStream(request, limit)
+        body = BodyStream(request, limit, body_idle_timeout)
         data = body.chunks()
         if length is not None:
             headers[hdrs.CONTENT_LENGTH] = str(length)
@@ -258,6 +268,13 @@ def _upstream_failure(request: web.Request, upstream: Upstream, body: BodyStream
     if body is not None and body.too_large:
         metrics.BODY_TOO_LARGE.labels("streamed").inc()
         return too_large_response(request, limit)
+    if body is not None and body.stalled:
+        log.info("client_stalled_mid_upload", upstream=upstream.name, received=body.received)
+        response = problem_response(408, "request_timeout",
+                                    "The request body stopped arriving.",
+                                    request_id=request.get(REQUEST_ID))
+        response.force_close()
+        return response
     if body is not None and body.client_gone:
         log.info("client_gone_mid_upload", upstream=upstream.name, received=body.received)
         return _client_closed_response()

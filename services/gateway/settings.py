@@ -32,6 +32,8 @@ class BodyLimits:
     json_bytes: int
     media_bytes: int
     import_bytes: int
+    # Longest wait for the next piece of a request body before the upload is dropped.
+    body_idle_timeout_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
                            maximum=16_777_216),
         media_bytes=env.int("MediaStorage__MaxFileSizeBytes", 52_428_800, minimum=1) + overhead,
         import_bytes=env.int("Import__MaxFileSizeBytes", 500_000_000, minimum=1) + overhead,
+        body_idle_timeout_seconds=env.float("Limits__BodyIdleTimeoutSeconds", 60.0,
+                                            minimum=0.05),
     )
 
     backend = env.choice("RateLimit__Backend", "memory", ("memory", "redis"))

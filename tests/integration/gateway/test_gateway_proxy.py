@@ -385,3 +385,23 @@ async def test_forwarded_for_sets_the_client_ip_only_from_a_trusted_peer(
     claims = identity_claims(internal_key, "media", echo.received[-1].headers["X-Tempo-Identity"])
     assert claims.extra["ip"] == "198.51.100.23"
 
+
+
+async def test_stalled_upload_is_408_and_the_upstream_request_aborted(
+        make_gateway: Callable[..., Awaitable[TestServer]], user: Browser,
+        echo: EchoUpstream) -> None:
+    gateway = await make_gateway(**{"Limits__BodyIdleTimeoutSeconds": "0.3"})
+    head = head_for(gateway, "POST", "/api/media", user.token or "",
+                    "Content-Length: 100000\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(head.encode() + os.urandom(1000))
+        await writer.drain()
+        # ...and nothing more: the gateway gives up on the body, not the client on it.
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"request_timeout" in answer
+    assert await wait_until(lambda: echo.finished.is_set(), timeout=5)
+    assert not echo.received[-1].complete

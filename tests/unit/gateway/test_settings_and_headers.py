@@ -30,6 +30,7 @@ def test_defaults(env: dict[str, str]) -> None:
     assert settings.cors_origins == ()
     assert settings.trusted_networks == ()
     assert settings.revocation.grace_seconds == 30.0
+    assert settings.limits.body_idle_timeout_seconds == 60.0
     assert not settings.tls.enabled
     assert settings.tls.redirect_port is None
 

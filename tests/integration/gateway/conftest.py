@@ -9,7 +9,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, EchoUpstream, empty_auth_schema, gateway_env, start_gateway
+from gateway_helpers import (
+    Browser,
+    EchoUpstream,
+    empty_auth_schema,
+    gateway_env,
+    server_url,
+    start_gateway,
+)
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.settings import load_settings as load_auth_settings
@@ -31,10 +38,6 @@ def echo() -> EchoUpstream:
 @pytest.fixture
 async def echo_server(aiohttp_server: Any, echo: EchoUpstream) -> TestServer:
     return await aiohttp_server(echo.app())
-
-
-def server_url(server: TestServer) -> str:
-    return str(server.make_url("")).rstrip("/")
 
 
 @pytest.fixture

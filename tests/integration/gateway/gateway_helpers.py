@@ -59,6 +59,10 @@ def gateway_env(base_env: Mapping[str, str], *, auth_url: str, media_url: str,
     return env
 
 
+def server_url(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
 async def start_gateway(aiohttp_server: Any, env: Mapping[str, str], **kwargs: Any
                         ) -> TestServer:
     return await aiohttp_server(create_app(load_settings(env)), **kwargs)

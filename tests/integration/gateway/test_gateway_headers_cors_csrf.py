@@ -9,8 +9,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import server_url
-from gateway_helpers import Browser, EchoUpstream
+from gateway_helpers import Browser, EchoUpstream, server_url
 
 ALLOWED = "https://app.example.org"
 EVIL = "https://evil.example.net"

@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from conftest import server_url
-from gateway_helpers import Browser
+from gateway_helpers import Browser, server_url
 
 from services.gateway.app import OPENAPI_FILE
 from services.gateway.routes import API_ROUTES, OWN_PATHS

@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from conftest import server_url
 from gateway_helpers import (
     Browser,
     EchoUpstream,
     ProductionServer,
     identity_claims,
+    server_url,
     wait_until,
 )
 

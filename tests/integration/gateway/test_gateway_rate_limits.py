@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 import redis
 from aiohttp.test_utils import TestServer
-from conftest import server_url
-from gateway_helpers import Browser, EchoUpstream, wait_until
+from gateway_helpers import Browser, EchoUpstream, server_url, wait_until
 
 from services.gateway import metrics
 from services.gateway.keys import LIMITER

@@ -13,8 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import server_url
-from gateway_helpers import Browser, gateway_env, start_gateway
+from gateway_helpers import Browser, gateway_env, server_url, start_gateway
 from PIL import Image
 
 from services.media.app import create_app as create_media_app

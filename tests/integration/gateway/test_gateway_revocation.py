@@ -11,8 +11,7 @@ import asyncpg
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
-from conftest import server_url
-from gateway_helpers import Browser, TcpRelay, wait_until
+from gateway_helpers import Browser, TcpRelay, server_url, wait_until
 
 from services.gateway.keys import LISTENER, REVOKED
 from shared.config import Secret

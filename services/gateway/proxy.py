@@ -31,6 +31,7 @@ from shared.web import REQUEST_ID_HEADER, problem_response
 log = structlog.get_logger("proxy")
 
 READ_CHUNK = 256 * 1024
+SMALL_BODY = 64 * 1024
 # Internal tokens live 60 s; one is reused for at most half of that.
 IDENTITY_REUSE_SECONDS = 30.0
 HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
@@ -224,8 +225,15 @@ async def forward(request: web.Request, route: ApiRoute, upstream: Upstream, lim
                                             allow_redirects=False) as answer:
             if body is not None and body.too_large:
                 raise BodyTooLargeError
+            answer_headers = downstream_response_headers(answer.headers)
+            size = answer.content_length
+            if size is not None and size <= SMALL_BODY and request.method != "HEAD":
+                # A small answer of known size goes out in one write with its headers; only
+                # large or open-ended ones are streamed.
+                return web.Response(status=answer.status, reason=answer.reason,
+                                    headers=answer_headers, body=await answer.read())
             response = web.StreamResponse(status=answer.status, reason=answer.reason,
-                                          headers=downstream_response_headers(answer.headers))
+                                          headers=answer_headers)
             if answer.content_length is not None:
                 response.content_length = answer.content_length
             try:

@@ -61,29 +61,30 @@ def refill(bucket: Bucket | None, policy: Policy, now: float) -> float:
 def take(buckets: Sequence[Bucket | None], policies: Sequence[Policy], now: float,
          ) -> tuple[Decision, list[Bucket]]:
     """Take one token from each bucket if all have one; the new buckets and the decision."""
-    if not policies or len(buckets) != len(policies):
+    count = len(policies)
+    if count == 0 or len(buckets) != count:
         raise ValueError("one bucket per policy, at least one policy")
-    levels = [refill(bucket, policy, now) for bucket, policy in zip(buckets, policies,
-                                                                   strict=True)]
-    short = [(1.0 - level) / policy.rate
-             for level, policy in zip(levels, policies, strict=True) if level < 1.0]
-    allowed = not short
+    levels = [refill(buckets[i], policies[i], now) for i in range(count)]
+    # The longest wait among the buckets that are short of a token, and whose it is.
+    wait, waiting = 0.0, -1
+    for i in range(count):
+        if levels[i] < 1.0:
+            needed = (1.0 - levels[i]) / policies[i].rate
+            if needed > wait or waiting < 0:
+                wait, waiting = needed, i
+    allowed = waiting < 0
     if allowed:
         levels = [level - 1.0 for level in levels]
-    new = [Bucket(level, now) for level in levels]
-    # The bucket with the fewest whole tokens left speaks for the decision.
-    index = min(range(len(policies)), key=lambda i: (math.floor(levels[i]), -i))
-    if not allowed:
-        index = max(range(len(policies)),
-                    key=lambda i: (1.0 - levels[i]) / policies[i].rate if levels[i] < 1.0
-                    else -1.0)
-    policy = policies[index]
-    level = levels[index]
+        # The bucket with the fewest whole tokens left speaks for the decision.
+        index = min(range(count), key=lambda i: math.floor(levels[i]))
+    else:
+        index = waiting
+    policy, level = policies[index], levels[index]
     decision = Decision(
         allowed=allowed,
         policy=policy,
         remaining=max(0, math.floor(level)),
-        retry_after=0.0 if allowed else max(short),
+        retry_after=wait,
         reset_after=max(0.0, (policy.burst - level) / policy.rate),
     )
-    return decision, new
+    return decision, [Bucket(level, now) for level in levels]

@@ -131,3 +131,14 @@ async def test_upload_over_limit_by_content_length_is_413_and_never_reaches_medi
         pass
     assert stored_files(root) == files_before
     assert await media_rows(db) == rows_before
+
+
+async def test_direct_call_to_media_without_the_internal_token_is_refused(
+        media_server: TestServer, client: Browser) -> None:
+    base = server_url(media_server)
+    for method, path in (("GET", "/media"), ("POST", "/media"), ("GET", "/imports"),
+                         ("GET", "/export")):
+        response = await client.session.request(
+            method, f"{base}{path}",
+            headers={"Cookie": f"authToken={client.token}", "X-Tempo-Identity": "forged"})
+        assert response.status == 401, (method, path)

@@ -202,13 +202,16 @@ async def claim_next_import(connection: asyncpg.Connection) -> ImportRecord | No
 
 
 async def save_progress(connection: asyncpg.Connection, import_id: UUID,
-                        progress: Progress) -> bool:
-    """Record progress and the heartbeat; False when the import is no longer running
-    (cancelled meanwhile, possibly through another replica)."""
+                        progress: Progress, media_ids: list[UUID] = ()) -> bool:
+    """Record progress, the heartbeat and which media the import stored since the last
+    save; False when the import is no longer running (cancelled meanwhile, possibly
+    through another replica)."""
     async with connection.transaction():
         # Saved twice a second; a crash loses at most the last save, which the resumed
         # import rewrites anyway.
         await connection.execute("SET LOCAL synchronous_commit = off")
+        if media_ids:
+            await insert_import_media(connection, import_id, list(media_ids))
         status = await connection.fetchval(
             _UPDATE_PROGRESS + ", heartbeat_at = now()"
             " WHERE id = $1 AND status = 'processing' RETURNING status",
@@ -378,14 +381,12 @@ async def mark_activity_broken(connection: asyncpg.Connection, activity_id: UUID
 # Media brought in by an import ------------------------------------------------------------
 
 async def insert_import_media(connection: asyncpg.Connection, import_id: UUID,
-                              media_id: UUID) -> None:
-    async with connection.transaction():
-        # Bookkeeping only: losing it in a crash makes a resumed import call the item a
-        # duplicate instead of its own, so it need not wait for the WAL flush.
-        await connection.execute("SET LOCAL synchronous_commit = off")
-        await connection.execute(
-            "INSERT INTO media.import_media (import_id, media_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING", import_id, media_id)
+                              media_ids: list[UUID]) -> None:
+    # Items deleted in the meantime are skipped rather than failing the whole save.
+    await connection.execute(
+        "INSERT INTO media.import_media (import_id, media_id)"
+        " SELECT $1, m.id FROM media.media m WHERE m.id = ANY($2::uuid[])"
+        " ON CONFLICT DO NOTHING", import_id, media_ids)
 
 
 async def claim_import_media(connection: asyncpg.Connection, import_id: UUID,
@@ -405,7 +406,7 @@ async def claim_import_media(connection: asyncpg.Connection, import_id: UUID,
         "SELECT EXISTS (SELECT 1 FROM media.import_media WHERE media_id = $1)", item.id)
     if linked:
         return False
-    await insert_import_media(connection, import_id, item.id)
+    await insert_import_media(connection, import_id, [item.id])
     return True
 
 

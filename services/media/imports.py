@@ -167,6 +167,8 @@ class ImportWorker:
         try:
             await job.run()
         except (asyncio.CancelledError, ImportInterruptedError):
+            with contextlib.suppress(Exception):
+                await settled(job.link_media())
             if self.stopping and not job.cancelled_elsewhere:
                 await settled(self._requeue(record.id))
                 log.info("import_interrupted", import_id=str(record.id))
@@ -206,6 +208,7 @@ class ImportJob:
         # same thing is a duplicate, while things an interrupted earlier attempt of this
         # import stored are still counted as imported once.
         self._counted: set[UUID] = set()
+        self._unlinked: list[UUID] = []
 
     # Running ---------------------------------------------------------------------------
 
@@ -257,7 +260,23 @@ class ImportJob:
                 (await opening).close()
             raise
 
+    async def _save(self) -> bool:
+        links, self._unlinked = self._unlinked, []
+        try:
+            async with self.pool.acquire() as connection:
+                return await db.save_progress(connection, self.id, self.progress, links)
+        except BaseException:
+            self._unlinked[:0] = links
+            raise
+
+    async def link_media(self) -> None:
+        links, self._unlinked = self._unlinked, []
+        if links:
+            async with self.pool.acquire() as connection:
+                await db.insert_import_media(connection, self.id, links)
+
     async def end(self, status: str) -> None:
+        await self.link_media()
         async with self.pool.acquire() as connection:
             ended = await db.finish_import(connection, self.id, status, self.progress)
         if not self.settings.keep_archive or not ended:
@@ -280,8 +299,7 @@ class ImportJob:
             await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
             self._sync_bytes()
             try:
-                async with self.pool.acquire() as connection:
-                    running = await db.save_progress(connection, self.id, self.progress)
+                running = await self._save()
             except (asyncpg.PostgresError, OSError):
                 log.warning("import_progress_not_saved", import_id=str(self.id), exc_info=True)
                 continue
@@ -610,10 +628,12 @@ class ImportJob:
             progress.error(name, "checksum_mismatch",
                            "The file's SHA-256 differs from the manifest's.")
             return
-        async with self.pool.acquire() as connection:
-            await db.insert_import_media(connection, self.id, item.id)
-            if created_at is not None:
+        if created_at is not None:
+            async with self.pool.acquire() as connection:
                 await db.set_media_created_at(connection, self.owner_id, item.id, created_at)
+        # Linked to this import with the next progress save (claim_import_media covers
+        # an item whose link a crash lost).
+        self._unlinked.append(item.id)
         self._counted.add(item.id)
         progress.media_imported += 1
 
@@ -698,6 +718,7 @@ class ImportJob:
     async def _roll_back(self) -> None:
         """Remove what this import stored: an archive refused as a whole leaves nothing."""
         files = self.worker.files
+        await self.link_media()
         async with self.pool.acquire() as connection:
             media_ids = [row["media_id"] for row in await connection.fetch(
                 "SELECT media_id FROM media.import_media WHERE import_id = $1", self.id)]

@@ -24,7 +24,7 @@ from tests.media_archives import Row, activities_csv, gpx, noise_jpeg, zip_bytes
 
 pytestmark = pytest.mark.usefixtures("clean_import_tables")
 
-COUNT = 80
+COUNT = 200
 
 
 @functools.cache

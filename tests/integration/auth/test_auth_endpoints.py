@@ -360,3 +360,27 @@ async def test_passwords_may_hold_any_unicode_and_nul(api: AuthApi) -> None:
     assert (await api.register(password=password)).status == 201
     assert (await api.login(password=password)).status == 200
     assert (await api.login(password="violet")).status == 401
+
+
+async def test_password_change_body_over_64_kib_is_413(api: AuthApi) -> None:
+    token = await api.registered_token()
+    response = await api.request("POST", "/auth/password", token, json={
+        "currentPassword": GOOD_PASSWORD, "newPassword": "x" * (65 * 1024)})
+    assert response.status == 413
+
+
+async def test_password_change_malformed_json_is_400(api: AuthApi) -> None:
+    token = await api.registered_token()
+    response = await api.request("POST", "/auth/password", token, data=b"{",
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert (await response.json())["code"] == "malformed_json"
+
+
+async def test_unknown_route_and_wrong_method_are_problem_documents(api: AuthApi) -> None:
+    missing = await api.request("GET", "/auth/nothing-here")
+    assert missing.status == 404
+    assert missing.content_type == "application/problem+json"
+    wrong = await api.request("GET", "/auth/login")
+    assert wrong.status == 405
+    assert wrong.content_type == "application/problem+json"

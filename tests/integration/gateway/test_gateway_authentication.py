@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jwt
 import pytest
-from gateway_helpers import Browser, EchoUpstream, identity_claims
+from aiohttp.test_utils import TestServer
+from gateway_helpers import Browser, EchoUpstream, identity_claims, server_url
 
 from services.gateway.routes import API_ROUTES
 from shared.config import KeySet, Secret
@@ -93,11 +95,18 @@ async def test_protected_auth_routes_with_cookie_reach_auth(user: Browser) -> No
 
 
 async def test_public_route_with_a_cookie_goes_upstream_anonymous(
-        browser: Browser, echo: EchoUpstream, jwt_key: str, internal_key: str) -> None:
-    # registration-available is public: whatever the cookie, auth hears an anonymous caller.
-    browser.token = codec(jwt_key).issue(SAMPLE_ID)[0]
-    response = await browser.request("GET", "/api/auth/registration-available")
+        make_gateway: Callable[..., Awaitable[TestServer]], browser: Browser,
+        echo: EchoUpstream, echo_server: TestServer, jwt_key: str, internal_key: str) -> None:
+    # The echo upstream stands in for auth here, to show what auth would hear.
+    gateway = await make_gateway(**{"Upstreams__Auth": server_url(echo_server)})
+    client = Browser(browser.session, server_url(gateway),
+                     token=codec(jwt_key).issue(SAMPLE_ID)[0])
+    response = await client.request("GET", "/api/auth/registration-available")
     assert response.status == 200
+    identity = identity_claims(internal_key, "auth", (await response.json())["identity"])
+    assert identity.subject == "anonymous"
+    assert identity.extra.get("sid") is None
+    assert echo.received[-1].path == "/auth/registration-available"
 
 
 def forged_tokens(jwt_key: str) -> dict[str, str]:

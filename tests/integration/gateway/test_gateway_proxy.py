@@ -243,8 +243,6 @@ async def test_chunked_upload_over_limit_is_cut_with_413_and_upstream_aborted(
     assert not record.complete
     assert record.error is not None
     assert record.size <= LIMIT
-    # The gateway stopped reading well before the client's whole body.
-    assert sent < LIMIT * 3 or status == 413
 
 
 async def test_chunked_upload_over_limit_answers_413_to_a_reading_client(

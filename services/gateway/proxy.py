@@ -115,6 +115,9 @@ class IdentityMinter:
 
     def token(self, user_id: str | None, session_id: str | None, client_ip: str,
               user_agent: str | None) -> str:
+        # The token keeps 512 characters of the user agent; so does the key, which bounds
+        # what a client can make this cache hold.
+        user_agent = user_agent[:512] if user_agent else None
         key = (user_id, session_id, client_ip, user_agent)
         now = time.monotonic()
         cached = self._cache.get(key)

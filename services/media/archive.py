@@ -326,7 +326,8 @@ class Archive:
                          ) -> AsyncIterator[bytes]:
         """The entry's bytes as chunks, inflated in an executor, never whole in memory."""
         loop = asyncio.get_running_loop()
-        raw = _BoundedEntry(self, entry)
+        # Opening reads the entry's local header from disk, so it is done off the loop too.
+        raw = await loop.run_in_executor(None, _BoundedEntry, self, entry)
         try:
             while True:
                 chunk = await loop.run_in_executor(None, raw.read, chunk_size)

@@ -621,9 +621,15 @@ class ImportJob:
             progress.skipped_invalid += 1
             progress.error(name, exc.code, exc.message)
             return
+        # Linked to this import with the next progress save (claim_import_media covers
+        # an item whose link a crash lost); listed at once so that a roll-back finds it.
+        self._unlinked.append(item.id)
         progress.entries_done += 1
         if sha256 is not None and item.sha256 != sha256:
-            await self.worker.ingestor.delete(self.owner_id, item.id)
+            await settled(self.worker.ingestor.delete(self.owner_id, item.id))
+            # A progress save may have linked it meanwhile; the delete cascaded to that.
+            if item.id in self._unlinked:
+                self._unlinked.remove(item.id)
             progress.skipped_invalid += 1
             progress.error(name, "checksum_mismatch",
                            "The file's SHA-256 differs from the manifest's.")
@@ -631,9 +637,6 @@ class ImportJob:
         if created_at is not None:
             async with self.pool.acquire() as connection:
                 await db.set_media_created_at(connection, self.owner_id, item.id, created_at)
-        # Linked to this import with the next progress save (claim_import_media covers
-        # an item whose link a crash lost).
-        self._unlinked.append(item.id)
         self._counted.add(item.id)
         progress.media_imported += 1
 

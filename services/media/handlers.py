@@ -102,7 +102,12 @@ def _file_error(filename: str | None, exc: ServiceError) -> dict[str, Any]:
 async def create_media(request: web.Request) -> web.Response:
     """Store each ``file`` part on its own; the request fails as a whole only when its
     framing does (malformed body, too many files, too large overall, client gone), and
-    then every item it had stored is removed again."""
+    then every item it had stored is removed again.
+
+    ``workoutId`` and ``caption`` apply to every file and must come before the first file
+    part: files are stored as they stream past, so a field arriving later could no longer
+    apply to them.
+    """
     owner_id = _owner(request)
     limits = request.app[MEDIA_SETTINGS].storage
     body_limit = limits.max_files_per_request * limits.max_file_size_bytes + FORM_OVERHEAD_BYTES

@@ -198,9 +198,13 @@ class MediaStorage:
         """
         loop = asyncio.get_running_loop()
         temp = self.temp_dir / f"{uuid4().hex}{TEMP_SUFFIX}"
-        fd = await loop.run_in_executor(None, os.open, temp, _OPEN_NEW, _FILE_MODE)
+        opening = loop.run_in_executor(None, os.open, temp, _OPEN_NEW, _FILE_MODE)
+        fd = -1
         received: Received | None = None
         try:
+            # A cancellation during the open must still learn the descriptor, or the
+            # temporary file would outlive the request until the sweeper found it.
+            fd = await settled(opening)
             hasher = hashlib.sha256()
             size = 0
             head = bytearray()
@@ -216,14 +220,20 @@ class MediaStorage:
                     if len(head) >= head_size:
                         head_pending = False
                         on_head(bytes(head))  # type: ignore[misc]
-                await loop.run_in_executor(None, _absorb, fd, hasher, chunk)
+                # settled: a cancelled request must not close the descriptor while a
+                # thread still writes to it (the number could be reused by another file).
+                await settled(loop.run_in_executor(None, _absorb, fd, hasher, chunk))
             if head_pending:
                 on_head(bytes(head))  # type: ignore[misc]
-            to_close, fd = fd, -1
+            # -2: handed to _finish, which closes it; never closed here again.
+            to_close, fd = fd, -2
             await settled(loop.run_in_executor(None, _finish, to_close))
             received = Received(temp, size, hasher.hexdigest(), bytes(head))
             yield received
         finally:
+            if fd == -1 and opening.done() and not opening.cancelled() \
+                    and opening.exception() is None:
+                fd = opening.result()
             if fd >= 0:
                 os.close(fd)
             if received is None or not received.placed:

@@ -37,9 +37,8 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'"
 )
 PERMISSIONS_POLICY = (
-    "accelerometer=(), autoplay=(), camera=(), display-capture=(), geolocation=(), "
-    "gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), usb=(), "
-    "interest-cohort=()"
+    "accelerometer=(), camera=(), display-capture=(), geolocation=(), "
+    "gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), usb=()"
 )
 HSTS = "max-age=63072000; includeSubDomains"
 _STRICT_REFERRER = frozenset({"no-referrer", "same-origin", "strict-origin",

@@ -18,6 +18,7 @@ from services.auth.app import MIGRATIONS
 from services.auth.audit import Origin
 from services.auth.hashing import Hasher
 from services.auth.settings import SERVICE, AuthSettings
+from shared.audit import ACTOR_ADMIN
 from shared.db import create_pool, migrate
 from shared.errors import ServiceError
 from shared.log import configure_logging
@@ -50,7 +51,7 @@ async def _reset(settings: AuthSettings, username: str, password: str) -> int:
             tokens=TokenCodec(jwt.keys, issuer=jwt.issuer, audience=jwt.audience,
                               lifetime_seconds=settings.token_lifetime_seconds))
         origin = Origin(ip=None, user_agent=f"admin-cli@{socket.gethostname()}",
-                        request_id=None)
+                        request_id=None, actor=ACTOR_ADMIN)
         return await accounts.reset_password(services, origin, username, password)
     finally:
         hasher.close()

@@ -12,6 +12,7 @@ from services.auth.keys import AUTH_SETTINGS, HASHER, USER_TOKENS
 from services.auth.maintenance import purge_context
 from services.auth.routes import setup_routes
 from services.auth.settings import SERVICE, AuthSettings
+from shared.audit import purge_context as audit_purge_context
 from shared.db import database_context
 from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec, internal_identity_middleware
 from shared.keys import COMMON_SETTINGS
@@ -70,6 +71,7 @@ def create_app(settings: AuthSettings) -> web.Application:
         database_context(SERVICE, MIGRATIONS),
         hasher_context,
         purge_context,
+        audit_purge_context(SERVICE, settings.audit_retention_days),
         metrics_listener,
     ])
     setup_routes(app)

@@ -40,6 +40,8 @@ class Origin:
     ip: str | None
     user_agent: str | None
     request_id: str | None
+    # ``admin`` for a command run on the server; otherwise the record's user is the actor.
+    actor: str | None = None
 
     @classmethod
     def of(cls, request: web.Request) -> Origin:
@@ -57,9 +59,10 @@ async def record(connection: asyncpg.Connection, origin: Origin, event: str, out
     """Write the event in the caller's connection (and transaction, if one is open)."""
     if isinstance(user_id, str):
         user_id = uuid.UUID(user_id)
+    actor = origin.actor or (str(user_id) if user_id is not None else None)
     await store.insert_event(connection, event=event, outcome=outcome, user_id=user_id,
                              username=username, ip=origin.ip, user_agent=origin.user_agent,
-                             request_id=origin.request_id, detail=detail)
+                             request_id=origin.request_id, detail=detail, actor=actor)
     # A fresh proxy per event, so the log always follows the current configuration.
     logger = structlog.get_logger("audit")
     # What monitoring looks for (refusals, lockouts) stays visible at a quieter log level.

@@ -8,12 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from services.auth import accounts
+from services.auth import accounts, store
 from services.auth.audit import Origin
 from services.auth.keys import AUTH_SETTINGS, HASHER, USER_TOKENS
 from services.auth.settings import AuthSettings
-from shared.errors import ValidationError
-from shared.identity import identity_of
+from shared.audit import page_json, page_query
+from shared.errors import UnauthorizedError, ValidationError
+from shared.identity import identity_of, require_user
 from shared.keys import DB_POOL
 from shared.web import json_response, optional_str, read_json, require_str
 
@@ -128,3 +129,15 @@ async def delete_session(request: web.Request) -> web.Response:
     if target.jti == identity.session_id:
         clear_auth_cookie(response, services.settings)
     return response
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """The caller's audit records, newest first; ``limit`` and ``cursor`` page them."""
+    try:
+        user_id = uuid.UUID(require_user(request))
+    except ValueError:
+        raise UnauthorizedError() from None
+    limit, after = page_query(request)
+    async with request.app[DB_POOL].acquire() as connection:
+        entries = await store.select_audit_page(connection, user_id, limit, after)
+    return json_response(page_json(entries, limit, "auth"))

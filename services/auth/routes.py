@@ -18,6 +18,7 @@ ROUTES = [
     web.post("/auth/password", handlers.change_password),
     web.get("/auth/sessions", handlers.list_sessions),
     web.delete("/auth/sessions/{id}", handlers.delete_session),
+    web.get("/auth/audit", handlers.get_audit, allow_head=False),
 ]
 
 

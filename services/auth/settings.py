@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
 from shared.config import PRODUCTION, CommonSettings, Env, SettingsError, load_common
 
 SERVICE = "auth"
@@ -31,6 +32,7 @@ class AuthSettings:
     hash_queue_size: int
     cookie_secure: bool
     purge_interval_seconds: int
+    audit_retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def token_lifetime_seconds(self) -> int:
@@ -72,6 +74,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         cookie_secure=cookie_secure,
         purge_interval_seconds=env.int("Auth__SessionPurgeIntervalSeconds", 3600,
                                        minimum=1, maximum=86400),
+        audit_retention_days=retention_days(env),
     )
     if env.problems:
         raise SettingsError(env.problems)

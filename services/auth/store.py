@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from services.auth.domain import FailureRecord
+from shared.audit import AuditEntry, Position
 from shared.errors import ForbiddenError
 
 REVOCATION_CHANNEL = "tempo_revocations"
@@ -259,13 +260,32 @@ async def delete_stale_failures(connection: asyncpg.Connection, older_than: date
 async def insert_event(connection: asyncpg.Connection, *, event: str, outcome: str,
                        user_id: uuid.UUID | None, username: str | None, ip: str | None,
                        user_agent: str | None, request_id: str | None,
-                       detail: Mapping[str, Any] | None = None) -> None:
+                       detail: Mapping[str, Any] | None = None,
+                       actor: str | None = None) -> None:
     await connection.execute(
         "INSERT INTO auth.auth_events"
-        " (event, outcome, user_id, username, ip, user_agent, request_id, detail)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)",
+        " (event, outcome, user_id, username, ip, user_agent, request_id, detail, actor)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
         event, outcome, user_id, username, ip, user_agent, request_id,
-        json.dumps(dict(detail or {})))
+        json.dumps(dict(detail or {})), actor)
+
+
+async def select_audit_page(connection: asyncpg.Connection, user_id: uuid.UUID, limit: int,
+                            after: Position | None) -> list[AuditEntry]:
+    """The user's records, newest first, ``limit + 1`` of them to tell whether more exist.
+
+    Records about the user, and commands an administrator ran on the deployment as a
+    whole (no user attached): in a single-user deployment those concern the owner too.
+    """
+    rows = await connection.fetch(
+        "SELECT id, occurred_at, event AS action, outcome,"
+        " COALESCE(actor, user_id::text, 'anonymous') AS actor, ip, request_id, detail"
+        " FROM auth.auth_events"
+        " WHERE (user_id = $1 OR (user_id IS NULL AND actor = 'admin'))"
+        "   AND ($2::timestamptz IS NULL OR (occurred_at, id) < ($2, $3))"
+        " ORDER BY occurred_at DESC, id DESC LIMIT $4",
+        user_id, after.occurred_at if after else None, after.id if after else 0, limit + 1)
+    return [AuditEntry.from_row(row) for row in rows]
 
 
 async def now(connection: asyncpg.Connection) -> datetime:

@@ -1,0 +1,59 @@
+-- The audit trail gains an actor (a user id, or 'admin' for a command run on the server),
+-- an index for reading one user's trail newest first, database-side time stamps, and the
+-- retention purge. It is sealed after migration by a privileged step (deploy/roles.py, or
+-- deploy/postgres/grant-gateway.sh under compose): ownership moves away from the service
+-- role, which keeps only INSERT and SELECT.
+ALTER TABLE auth.auth_events ADD COLUMN actor text
+    CHECK (actor IS NULL OR char_length(actor) BETWEEN 1 AND 64);
+CREATE INDEX auth_events_user_idx ON auth.auth_events (user_id, occurred_at DESC, id DESC);
+
+-- Records are stamped by the database, never by the writer, and are never rewritten.
+-- A DELETE passes only inside purge_audit, and only for records past the retention floor.
+CREATE FUNCTION auth.guard_audit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.occurred_at := clock_timestamp();
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'DELETE'
+       AND current_setting('tempo.audit_purge', true) = 'on'
+       AND OLD.occurred_at < clock_timestamp() - interval '30 days' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '%.% is append-only', TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+
+DROP TRIGGER auth_events_append_only ON auth.auth_events;
+DROP TRIGGER auth_events_no_truncate ON auth.auth_events;
+CREATE TRIGGER auth_events_stamp
+    BEFORE INSERT ON auth.auth_events
+    FOR EACH ROW EXECUTE FUNCTION auth.guard_audit();
+CREATE TRIGGER auth_events_append_only
+    BEFORE UPDATE OR DELETE ON auth.auth_events
+    FOR EACH ROW EXECUTE FUNCTION auth.guard_audit();
+CREATE TRIGGER auth_events_no_truncate
+    BEFORE TRUNCATE ON auth.auth_events
+    FOR EACH STATEMENT EXECUTE FUNCTION auth.guard_audit();
+
+-- The one way records leave: SECURITY DEFINER, so that once the table is sealed the
+-- service role can run the retention purge without holding DELETE itself.
+CREATE FUNCTION auth.purge_audit(retention_days integer) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    IF retention_days IS NULL OR retention_days < 30 THEN
+        RAISE EXCEPTION 'audit records are kept at least 30 days'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('tempo.audit_purge', 'on', true);
+    DELETE FROM auth.auth_events
+        WHERE occurred_at < clock_timestamp() - make_interval(days => retention_days);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    PERFORM set_config('tempo.audit_purge', 'off', true);
+    RETURN removed;
+END
+$$;

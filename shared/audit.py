@@ -1,0 +1,175 @@
+"""What auth and media share about their audit trails: the record shape, paging, retention.
+
+Each service keeps its own append-only table in its own schema; each answers
+``GET /<service>/audit`` with the caller's records, newest first, one page at a time; the
+gateway merges the two. A record holds when, what, who (a user id or ``admin``), from
+where, the request id and the outcome, and never a secret or file content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from shared.config import Env
+from shared.errors import ValidationError
+from shared.keys import DB_POOL
+
+ACTOR_ADMIN = "admin"
+SUCCESS = "success"
+FAILURE = "failure"
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+MAX_CURSOR_LENGTH = 200
+
+# The database functions refuse to purge anything younger than this, whoever calls them:
+# a compromised service cannot shorten the trail below it by asking for a short retention.
+MIN_RETENTION_DAYS = 30
+DEFAULT_RETENTION_DAYS = 365
+MAX_RETENTION_DAYS = 3650
+PURGE_INTERVAL_SECONDS = 6 * 3600
+
+log = structlog.get_logger("audit")
+
+
+def retention_days(env: Env) -> int:
+    """``Audit__RetentionDays``: how long records are kept before the purge removes them."""
+    return env.int("Audit__RetentionDays", DEFAULT_RETENTION_DAYS,
+                   minimum=MIN_RETENTION_DAYS, maximum=MAX_RETENTION_DAYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a page ended: the last record's time and id (ids break ties in time)."""
+
+    occurred_at: datetime
+    id: int
+
+
+def encode_position(position: Position) -> str:
+    raw = f"{position.occurred_at.isoformat()}|{position.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_position(value: str) -> Position:
+    try:
+        if len(value) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        stamp, _, number = raw.partition("|")
+        occurred_at = datetime.fromisoformat(stamp)
+        if occurred_at.tzinfo is None or not re.fullmatch(r"[0-9]{1,18}", number):
+            raise ValueError("not a position")
+        return Position(occurred_at, int(number))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise ValidationError("cursor", "'cursor' is not a valid cursor.",
+                              code="invalid_cursor") from None
+
+
+def parse_limit(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_PAGE_SIZE
+    if (len(value) > 3 or not value.isascii() or not value.isdigit()
+            or not 1 <= int(value) <= MAX_PAGE_SIZE):
+        raise ValidationError("limit", f"'limit' must be a whole number from 1 to "
+                              f"{MAX_PAGE_SIZE}.", code="invalid_limit")
+    return int(value)
+
+
+def page_query(request: web.Request) -> tuple[int, Position | None]:
+    limit = parse_limit(request.query.get("limit"))
+    cursor = request.query.get("cursor")
+    return limit, (decode_position(cursor) if cursor else None)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    occurred_at: datetime
+    action: str
+    outcome: str
+    actor: str
+    ip: str | None
+    request_id: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, service: str) -> dict[str, Any]:
+        return {
+            "time": self.occurred_at.isoformat(),
+            "service": service,
+            "action": self.action,
+            "outcome": self.outcome,
+            "actor": self.actor,
+            "clientIp": self.ip,
+            "requestId": self.request_id,
+            "detail": self.detail,
+            "cursor": encode_position(Position(self.occurred_at, self.id)),
+        }
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AuditEntry:
+        detail = row["detail"]
+        if isinstance(detail, str):
+            detail = json.loads(detail)
+        return cls(id=row["id"], occurred_at=row["occurred_at"], action=row["action"],
+                   outcome=row["outcome"], actor=row["actor"], ip=row["ip"],
+                   request_id=row["request_id"], detail=dict(detail or {}))
+
+
+def page_json(entries: list[AuditEntry], limit: int, service: str) -> dict[str, Any]:
+    """``entries`` holds up to ``limit + 1`` rows: the extra one only says there is more."""
+    return {"items": [entry.to_json(service) for entry in entries[:limit]],
+            "more": len(entries) > limit}
+
+
+def actor_of(user_id: uuid.UUID | str | None) -> str:
+    return str(user_id) if user_id is not None else ACTOR_ADMIN
+
+
+async def purge(pool: asyncpg.Pool, schema: str, days: int) -> int:
+    """Remove records older than ``days`` through the schema's privileged purge function."""
+    if schema not in {"auth", "media"}:
+        raise ValueError(f"no audit trail in schema {schema!r}")
+    async with pool.acquire() as connection:
+        return await connection.fetchval(f"SELECT {schema}.purge_audit($1)", days)
+
+
+def purge_context(schema: str, days: int, interval: float = PURGE_INTERVAL_SECONDS
+                  ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that purges expired records at start and then periodically."""
+
+    async def run_forever(app: web.Application) -> None:
+        while True:
+            try:
+                removed = await purge(app[DB_POOL], schema, days)
+                if removed:
+                    log.info("audit_purged", schema=schema, records=removed,
+                             retention_days=days)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+                log.warning("audit_purge_failed", schema=schema, exc_info=True)
+            await asyncio.sleep(interval)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(run_forever(app), name=f"{schema}-audit-purge")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context

@@ -83,3 +83,69 @@ async def drop_roles(admin: asyncpg.Connection, names: list[str]) -> None:
         if await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
             await _run(admin, "DROP OWNED BY %I CASCADE", name)
             await _run(admin, "DROP ROLE %I", name)
+
+
+# Each service's append-only audit table, the trigger function that guards it and the
+# privileged purge; sealed once the service's migrations have created them.
+AUDIT_OBJECTS = {
+    "auth": ("auth.auth_events", "auth.guard_audit()", "auth.purge_audit(integer)"),
+    "media": ("media.audit_events", "media.guard_audit()", "media.purge_audit(integer)"),
+}
+
+# A service role owns its schema, and a schema owner may drop anything in it; this event
+# trigger refuses a drop that would take an audit table or its guards with it, unless a
+# superuser asks (a deliberate teardown).
+KEEP_AUDIT_FUNCTION = """
+CREATE OR REPLACE FUNCTION public.tempo_keep_audit() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped record;
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        IF dropped.object_identity IN ('auth.auth_events', 'media.audit_events',
+                                       'auth.guard_audit()', 'media.guard_audit()',
+                                       'auth.purge_audit(integer)',
+                                       'media.purge_audit(integer)')
+           OR dropped.object_identity LIKE '% on auth.auth_events'
+           OR dropped.object_identity LIKE '% on media.audit_events' THEN
+            RAISE EXCEPTION '% belongs to an append-only audit trail',
+                dropped.object_identity USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END LOOP;
+END
+$$
+"""
+
+
+async def seal_audit_tables(admin: asyncpg.Connection, service_roles: dict[str, str]
+                            ) -> list[str]:
+    """Make each existing audit table append-only for its service role.
+
+    ``admin`` is a superuser connected to the database; it takes ownership of the table,
+    its guard and its purge function, and leaves the service role INSERT and SELECT on the
+    table and EXECUTE on the purge. Returns the tables sealed; safe to run again.
+    """
+    sealed = []
+    for service, (table, guard, purge) in AUDIT_OBJECTS.items():
+        role = service_roles.get(service)
+        if role is None or await admin.fetchval("SELECT to_regprocedure($1)", purge) is None:
+            continue
+        async with admin.transaction():
+            await admin.execute(f"ALTER TABLE {table} OWNER TO CURRENT_USER")
+            await admin.execute(f"ALTER FUNCTION {guard} OWNER TO CURRENT_USER")
+            await admin.execute(f"ALTER FUNCTION {purge} OWNER TO CURRENT_USER")
+            await _run(admin, f"REVOKE ALL ON {table} FROM PUBLIC, %I", role)
+            await _run(admin, f"GRANT SELECT, INSERT ON {table} TO %I", role)
+            await admin.execute(f"REVOKE ALL ON FUNCTION {purge} FROM PUBLIC")
+            await _run(admin, f"GRANT EXECUTE ON FUNCTION {purge} TO %I", role)
+        sealed.append(table)
+    async with admin.transaction():
+        await admin.execute(KEEP_AUDIT_FUNCTION)
+        if not await admin.fetchval(
+                "SELECT 1 FROM pg_event_trigger WHERE evtname = 'tempo_keep_audit'"):
+            await admin.execute("CREATE EVENT TRIGGER tempo_keep_audit ON sql_drop"
+                                " EXECUTE FUNCTION public.tempo_keep_audit()")
+    return sealed

@@ -15,6 +15,7 @@ from services.media.routes import setup_routes
 from services.media.settings import SERVICE, MediaSettings
 from services.media.storage import MediaStorage
 from services.media.sweeper import sweeper_context
+from shared.audit import purge_context as audit_purge_context
 from shared.db import database_context
 from shared.identity import internal_identity_middleware
 from shared.keys import COMMON_SETTINGS, DB_POOL
@@ -51,6 +52,7 @@ def create_app(settings: MediaSettings) -> web.Application:
     app.cleanup_ctx.append(sweeper_context)
     app.cleanup_ctx.append(import_worker_context(settings.imports,
                                                  settings.storage.max_file_size_bytes))
+    app.cleanup_ctx.append(audit_purge_context(SERVICE, settings.audit_retention_days))
     app.cleanup_ctx.append(metrics_listener)
     setup_routes(app)
     return app

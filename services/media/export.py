@@ -11,6 +11,7 @@ restore it elsewhere with the same bytes and metadata.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -23,8 +24,8 @@ import structlog
 import zipstream
 from aiohttp import web
 
+from services.media import audit, store
 from services.media import import_store as db
-from services.media import store
 from services.media.domain import ALLOWED_TYPES
 from services.media.import_files import ImportFiles
 from services.media.imports import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
@@ -128,6 +129,23 @@ def _owner(request: web.Request) -> UUID:
 
 async def get_export(request: web.Request) -> web.StreamResponse:
     owner_id = _owner(request)
+    origin = audit.Origin.of(request, owner_id)
+    try:
+        response, counts = await _send_export(request, owner_id)
+    except BaseException:
+        # One record whatever happened: a download cut short is an attempt, not nothing.
+        # If the database is what failed, the log line is all that can be kept.
+        with contextlib.suppress(Exception):
+            await audit.record_in_pool(request.app[DB_POOL], origin, audit.EXPORT,
+                                       audit.FAILURE)
+        raise
+    await audit.record_in_pool(request.app[DB_POOL], origin, audit.EXPORT, audit.SUCCESS,
+                               **counts)
+    return response
+
+
+async def _send_export(request: web.Request, owner_id: UUID
+                       ) -> tuple[web.StreamResponse, dict[str, int]]:
     storage = request.app[STORAGE]
     files = ImportFiles(storage)
     media, activities, imports, origins = await _gather(request.app[DB_POOL], owner_id)
@@ -159,4 +177,4 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     await response.write_eof()
     log.info("export_sent", owner_id=str(owner_id), media=len(media),
              activities=len(activities), bytes=written)
-    return response
+    return response, {"media": len(media), "activities": len(activities), "bytes": written}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-from services.media import consistency
+from services.media import audit, consistency
 from services.media.app import MIGRATIONS
 from services.media.import_files import ImportFiles, check_activities
 from services.media.settings import SERVICE, MediaSettings, load_settings
@@ -36,11 +37,22 @@ async def run_fsck(settings: MediaSettings, *, repair: bool, out: TextIO) -> int
             pool, storage, grace_seconds=settings.storage.orphan_grace_seconds,
             temp_max_age_seconds=settings.storage.temp_max_age_seconds, verify_content=True,
         )
+        try:
+            if repair:
+                await consistency.repair(pool, storage, report)
+            activities = await check_activities(
+                pool, ImportFiles(storage), grace_seconds=settings.storage.orphan_grace_seconds,
+                repair=repair)
+        except BaseException:
+            if repair:
+                with contextlib.suppress(Exception):
+                    await audit.record_in_pool(pool, audit.Origin.admin(), audit.FSCK_REPAIR,
+                                               audit.FAILURE)
+            raise
         if repair:
-            await consistency.repair(pool, storage, report)
-        activities = await check_activities(
-            pool, ImportFiles(storage), grace_seconds=settings.storage.orphan_grace_seconds,
-            repair=repair)
+            await audit.record_in_pool(
+                pool, audit.Origin.admin(), audit.FSCK_REPAIR, audit.SUCCESS,
+                problemsFound=not (report.all_well and activities.all_well))
     finally:
         await pool.close()
     for line in consistency.summary_lines(report) + activities.lines():

@@ -11,7 +11,7 @@ from uuid import UUID
 import structlog
 from aiohttp import hdrs, web
 
-from services.media import store
+from services.media import audit, store
 from services.media.domain import (
     ByteRange,
     Cursor,
@@ -38,6 +38,7 @@ from services.media.multipart import (
     read_field,
 )
 from services.media.storage import READ_CHUNK_BYTES
+from shared.audit import page_json, page_query
 from shared.errors import (
     BadRequestError,
     NotFoundError,
@@ -300,6 +301,19 @@ async def update_media(request: web.Request) -> web.Response:
 async def delete_media(request: web.Request) -> web.Response:
     owner_id = _owner(request)
     media_id = _media_id(request)
-    if not await request.app[INGESTOR].delete(owner_id, media_id):
+    deleted = await request.app[INGESTOR].delete(owner_id, media_id)
+    await audit.record_in_pool(request.app[DB_POOL], audit.Origin.of(request, owner_id),
+                               audit.MEDIA_DELETE, audit.SUCCESS if deleted else audit.NOT_FOUND,
+                               mediaId=str(media_id))
+    if not deleted:
         raise NotFoundError("The media item was not found.")
     return web.Response(status=204)
+
+
+async def get_audit(request: web.Request) -> web.Response:
+    """The caller's media audit records, newest first; ``limit`` and ``cursor`` page them."""
+    owner_id = _owner(request)
+    limit, after = page_query(request)
+    async with request.app[DB_POOL].acquire() as connection:
+        entries = await audit.select_page(connection, owner_id, limit, after)
+    return json_response(page_json(entries, limit, "media"))

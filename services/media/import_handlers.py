@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 import structlog
 from aiohttp import web
 
+from services.media import audit
 from services.media import import_store as db
 from services.media.archive import ArchiveLimits, looks_like_zip, open_archive
 from services.media.domain import detect_type, parse_media_id
@@ -133,6 +134,9 @@ async def _queue(request: web.Request, owner_id: UUID, received: Received) -> db
                 raise _too_many(settings.max_active_per_user)
             record = await db.insert_import(connection, id=import_id, owner_id=owner_id,
                                             archive_bytes=received.size)
+            await audit.record(connection, audit.Origin.of(request, owner_id),
+                               audit.IMPORT_START, audit.SUCCESS, importId=str(import_id),
+                               archiveBytes=received.size)
             await files.place(received, final)
     except BaseException:
         if received.placed:
@@ -173,7 +177,10 @@ async def delete_import(request: web.Request) -> web.Response:
     worker = request.app[IMPORT_WORKER]
     async with pool.acquire() as connection:
         record = await db.cancel_import(connection, owner_id, import_id)
-        if record is None:
+        if record is not None:
+            await audit.record(connection, audit.Origin.of(request, owner_id),
+                               audit.IMPORT_END, audit.CANCELLED, importId=str(import_id))
+        else:
             record = await db.select_import(connection, owner_id, import_id)
             if record is None:
                 raise NotFoundError("The import was not found.")

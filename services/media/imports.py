@@ -25,6 +25,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from services.media import audit
 from services.media import import_store as db
 from services.media.archive import Archive, ArchiveError, Entry, open_archive
 from services.media.import_files import ImportFiles
@@ -277,8 +278,15 @@ class ImportJob:
 
     async def end(self, status: str) -> None:
         await self.link_media()
-        async with self.pool.acquire() as connection:
+        async with self.pool.acquire() as connection, connection.transaction():
             ended = await db.finish_import(connection, self.id, status, self.progress)
+            if ended:
+                # A cancelled import was recorded by the request that cancelled it.
+                await audit.record(
+                    connection, audit.Origin.background(self.owner_id), audit.IMPORT_END,
+                    audit.SUCCESS if status == db.DONE else audit.FAILURE,
+                    importId=str(self.id), activities=self.progress.activities_imported,
+                    media=self.progress.media_imported, errors=len(self.progress.errors))
         if not self.settings.keep_archive or not ended:
             await self.discard_archive()
         log.info("import_finished", import_id=str(self.id), status=status if ended else

@@ -18,4 +18,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/media/{id}/content", handlers.get_media_content)
     app.router.add_patch("/media/{id}", handlers.update_media)
     app.router.add_delete("/media/{id}", handlers.delete_media)
+    # Not under /media: the gateway's /api/media/{id} would otherwise reach it as well.
+    app.router.add_get("/audit", handlers.get_audit, allow_head=False)
     setup_import_routes(app)

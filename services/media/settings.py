@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.media.import_settings import ImportSettings, load_import_settings
+from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
 from shared.config import CommonSettings, Env, SettingsError, load_common
 
 SERVICE = "media"
@@ -36,6 +37,7 @@ class MediaSettings:
     common: CommonSettings
     storage: StorageSettings
     imports: ImportSettings = field(default_factory=ImportSettings)
+    audit_retention_days: int = DEFAULT_RETENTION_DAYS
 
 
 def _storage_root(env: Env, development: bool) -> Path:
@@ -73,6 +75,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> MediaSettings:
         orphan_grace_seconds=env.int("MediaStorage__OrphanGraceSeconds", 600, minimum=0),
     )
     imports = load_import_settings(env)
+    audit_retention = retention_days(env)
     if env.problems:
         raise SettingsError(env.problems)
-    return MediaSettings(common=common, storage=storage, imports=imports)
+    return MediaSettings(common=common, storage=storage, imports=imports,
+                         audit_retention_days=audit_retention)

@@ -10,7 +10,7 @@ import aiohttp_cors
 import structlog
 from aiohttp import web
 
-from services.gateway import handlers
+from services.gateway import audit, handlers
 from services.gateway.authentication import TokenVerifier
 from services.gateway.clientip import ClientResolver
 from services.gateway.csrf import OriginPolicy
@@ -33,6 +33,7 @@ from services.gateway.ratelimit import Policy
 from services.gateway.revocation import RevocationListener, RevokedSet
 from services.gateway.routes import (
     API_ROUTES,
+    AUDIT_PATH,
     HEALTH_PATH,
     OPENAPI_PATH,
     READY_PATH,
@@ -172,8 +173,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     idle = settings.limits.body_idle_timeout_seconds
     cors = _cors(app, settings)
     for api in API_ROUTES:
-        route = router.add_route(api.method, api.path, handlers.proxy_handler(api, limits, idle),
-                                 expect_handler=expect_handler)
+        handler = audit.get_audit if api.path == AUDIT_PATH else \
+            handlers.proxy_handler(api, limits, idle)
+        route = router.add_route(api.method, api.path, handler, expect_handler=expect_handler)
         api_by_route[route] = api
         if api.head:
             head = router.add_route("HEAD", api.path, handlers.proxy_handler(api, limits, idle),

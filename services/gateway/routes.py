@@ -53,9 +53,12 @@ API_ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/api/imports/{id}", "media"),
     ApiRoute("DELETE", "/api/imports/{id}", "media"),
     ApiRoute("GET", "/api/export", "media"),
+    # Answered by the gateway from both services' trails (services/gateway/audit.py).
+    ApiRoute("GET", "/api/audit", "auth"),
 )
 
 LOGOUT_PATH = "/api/auth/logout"
+AUDIT_PATH = "/api/audit"
 
 # The gateway's own routes, answered without an upstream and without a cookie.
 HEALTH_PATH = "/health"

@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", default="deploy/secrets", type=Path)
     args = parser.parse_args(argv)
     paths = ensure_secrets(args.folder)
+    # Empty until a rotation fills them; compose mounts them from the start.
+    from deploy.rotate import ensure_previous_key_files
+
+    for path in ensure_previous_key_files(args.folder).values():
+        paths[path.name] = path
     paths["backup_recipient"] = ensure_backup_keys(args.folder)
     share_with_containers(args.folder)
     for name in paths:

@@ -38,11 +38,13 @@ import asyncpg
 
 from deploy import roles
 from deploy.generate_secrets import ensure_secrets
+from deploy.rotate import ensure_previous_key_files
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "media", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "auth": 8081, "media": 8082}
-SECRET_SETTINGS = ("JWT__SecretKey", "Internal__SecretKey", "Database__Password")
+SECRET_SETTINGS = ("JWT__SecretKey", "Internal__SecretKey", "Database__Password",
+                   "JWT__PreviousSecretKeys", "Internal__PreviousSecretKeys")
 
 INITIAL_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
@@ -143,6 +145,7 @@ class Stack:
         self.secrets_dir = self.root / "secrets"
         self.logs_dir = self.root / "logs"
         self.role_names = {name: roles.role_name(role_prefix, name) for name in SERVICES}
+        self._previous_key_files: dict[str, Path] = {}
 
     # ----------------------------------------------------------------- addresses
     @property
@@ -182,6 +185,8 @@ class Stack:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         secret_files = ensure_secrets(self.secrets_dir)
+        # Empty until a rotation (deploy/rotate.py) moves the current keys into them.
+        self._previous_key_files = ensure_previous_key_files(self.secrets_dir)
         database_urls = await self._prepare_database(secret_files)
         for name, service in self.services.items():
             service.env = self._environment(name, database_urls[name], secret_files)
@@ -191,6 +196,7 @@ class Stack:
         await self._grant_gateway()
         await self.start_service("gateway", wait=False)
         await self.wait_healthy("media", timeout=self.startup_timeout)
+        await self._seal_audit()
         await self.wait_healthy("gateway", timeout=self.startup_timeout)
 
     async def stop(self) -> None:
@@ -324,6 +330,18 @@ class Stack:
         finally:
             await admin.close()
 
+    async def _seal_audit(self) -> None:
+        """Once auth and media have migrated: their audit tables become append-only for
+        their roles (owned by the administrator, INSERT and SELECT granted)."""
+        if self._given_database_url:
+            return
+        admin = await asyncpg.connect(self._admin_in_database())
+        try:
+            await roles.seal_audit_tables(admin, {name: self.role_names[name]
+                                                  for name in ("auth", "media")})
+        finally:
+            await admin.close()
+
     async def _drop_database(self) -> None:
         admin = await asyncpg.connect(self.admin_url)
         try:
@@ -343,6 +361,8 @@ class Stack:
             "Database__Url": database_url,
             "JWT__SecretKey_FILE": str(secret_files["jwt_key"]),
             "Internal__SecretKey_FILE": str(secret_files["internal_key"]),
+            **{f"{setting}_FILE": str(path)
+               for setting, path in self._previous_key_files.items()},
         }
         if not self._given_database_url:
             settings["Database__Password_FILE"] = str(secret_files[f"db_{name}_password"])

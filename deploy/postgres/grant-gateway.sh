@@ -1,7 +1,11 @@
 #!/bin/sh
-# Lets the gateway read the revocation list auth publishes, and nothing else of auth's.
-# Run by the one-shot `db-grants` service after auth reports healthy (its migrations have
-# created auth.revoked_tokens); safe to run again.
+# Lets the gateway read the revocation list auth publishes, and nothing else of auth's;
+# and seals the audit tables: auth.auth_events and media.audit_events (with their guard
+# and purge functions) move to the superuser, their service roles keep only INSERT and
+# SELECT (and EXECUTE on the purge), and an event trigger refuses any drop of them by
+# anyone but a superuser. The same rules as deploy/roles.py seal_audit_tables.
+# Run by the one-shot `db-grants` service after auth and media report healthy (their
+# migrations have created these objects); safe to run again.
 set -eu
 PGPASSWORD="$(cat "${SECRETS_DIR:-/run/secrets}/postgres_password")"
 export PGPASSWORD
@@ -9,4 +13,47 @@ psql -v ON_ERROR_STOP=1 --host "${PGHOST:-postgres}" --username "${PGUSER:-postg
     --dbname "${PGDATABASE:-tempo}" <<'SQL'
 GRANT USAGE ON SCHEMA auth TO tempo_gateway;
 GRANT SELECT ON auth.revoked_tokens TO tempo_gateway;
+
+BEGIN;
+ALTER TABLE auth.auth_events OWNER TO CURRENT_USER;
+ALTER FUNCTION auth.guard_audit() OWNER TO CURRENT_USER;
+ALTER FUNCTION auth.purge_audit(integer) OWNER TO CURRENT_USER;
+REVOKE ALL ON auth.auth_events FROM PUBLIC, tempo_auth;
+GRANT SELECT, INSERT ON auth.auth_events TO tempo_auth;
+REVOKE ALL ON FUNCTION auth.purge_audit(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION auth.purge_audit(integer) TO tempo_auth;
+
+ALTER TABLE media.audit_events OWNER TO CURRENT_USER;
+ALTER FUNCTION media.guard_audit() OWNER TO CURRENT_USER;
+ALTER FUNCTION media.purge_audit(integer) OWNER TO CURRENT_USER;
+REVOKE ALL ON media.audit_events FROM PUBLIC, tempo_media;
+GRANT SELECT, INSERT ON media.audit_events TO tempo_media;
+REVOKE ALL ON FUNCTION media.purge_audit(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION media.purge_audit(integer) TO tempo_media;
+
+CREATE OR REPLACE FUNCTION public.tempo_keep_audit() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped record;
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
+        IF dropped.object_identity IN ('auth.auth_events', 'media.audit_events',
+                                       'auth.guard_audit()', 'media.guard_audit()',
+                                       'auth.purge_audit(integer)',
+                                       'media.purge_audit(integer)')
+           OR dropped.object_identity LIKE '% on auth.auth_events'
+           OR dropped.object_identity LIKE '% on media.audit_events' THEN
+            RAISE EXCEPTION '% belongs to an append-only audit trail',
+                dropped.object_identity USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END LOOP;
+END
+$$;
+DROP EVENT TRIGGER IF EXISTS tempo_keep_audit;
+CREATE EVENT TRIGGER tempo_keep_audit ON sql_drop
+    EXECUTE FUNCTION public.tempo_keep_audit();
+COMMIT;
 SQL

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -130,22 +130,27 @@ def _owner(request: web.Request) -> UUID:
 async def get_export(request: web.Request) -> web.StreamResponse:
     owner_id = _owner(request)
     origin = audit.Origin.of(request, owner_id)
+    recorded = False
+
+    async def record(outcome: str, **counts: int) -> None:
+        nonlocal recorded
+        recorded = True
+        await audit.record_in_pool(request.app[DB_POOL], origin, audit.EXPORT, outcome,
+                                   **counts)
+
     try:
-        response, counts = await _send_export(request, owner_id)
+        return await _send_export(request, owner_id, record)
     except BaseException:
         # One record whatever happened: a download cut short is an attempt, not nothing.
         # If the database is what failed, the log line is all that can be kept.
-        with contextlib.suppress(Exception):
-            await audit.record_in_pool(request.app[DB_POOL], origin, audit.EXPORT,
-                                       audit.FAILURE)
+        if not recorded:
+            with contextlib.suppress(Exception):
+                await record(audit.FAILURE)
         raise
-    await audit.record_in_pool(request.app[DB_POOL], origin, audit.EXPORT, audit.SUCCESS,
-                               **counts)
-    return response
 
 
-async def _send_export(request: web.Request, owner_id: UUID
-                       ) -> tuple[web.StreamResponse, dict[str, int]]:
+async def _send_export(request: web.Request, owner_id: UUID,
+                       record: Callable[..., Awaitable[None]]) -> web.StreamResponse:
     storage = request.app[STORAGE]
     files = ImportFiles(storage)
     media, activities, imports, origins = await _gather(request.app[DB_POOL], owner_id)
@@ -174,7 +179,10 @@ async def _send_export(request: web.Request, owner_id: UUID
         # the client sees as a broken download rather than a complete one.
         log.exception("export_aborted", owner_id=str(owner_id), bytes=written)
         raise
+    # Recorded before the last bytes go: once the client has the whole archive, the
+    # record of it exists.
+    await record(audit.SUCCESS, media=len(media), activities=len(activities), bytes=written)
     await response.write_eof()
     log.info("export_sent", owner_id=str(owner_id), media=len(media),
              activities=len(activities), bytes=written)
-    return response, {"media": len(media), "activities": len(activities), "bytes": written}
+    return response

@@ -720,9 +720,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+AUDIT_INSERT = (
+    "INSERT INTO auth.auth_events (event, outcome, actor, user_agent, detail)"
+    " VALUES ($1, $2, 'admin', 'deploy.backup', $3::jsonb)"
+)
+
+
+async def _insert_audit(database: Database, action: str, outcome: str, detail: dict) -> None:
+    connection = await asyncpg.connect(database.url, password=database.password, timeout=10)
+    try:
+        await connection.execute(AUDIT_INSERT, action, outcome, json.dumps(detail))
+    finally:
+        await connection.close()
+
+
+def audit(database: Database | None, action: str, outcome: str, **detail: object) -> None:
+    """Record the command in the audit trail; a trail that cannot be reached (a failed
+    restore leaves an empty database) is reported, not fatal."""
+    if database is None:
+        return
+    try:
+        asyncio.run(_insert_audit(database, action, outcome, detail))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        print(f"backup: warning: the {action} was not recorded in the audit trail "
+              f"({type(exc).__name__})", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    database: Database | None = None
     try:
+        if args.command in {"create", "restore"}:
+            database = database_from(args.database_url, args.database_password_file)
         if args.command == "create":
             keys = _keys(args, encrypting=True)
             if args.out:
@@ -730,9 +759,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 Path(args.out_dir).mkdir(parents=True, exist_ok=True)
                 out = Path(args.out_dir) / backup_name(datetime.now(UTC))
-            manifest = create(out, keys, database_from(args.database_url,
-                                                       args.database_password_file),
-                              _media_root(args.media_root))
+            manifest = create(out, keys, database, _media_root(args.media_root))
+            audit(database, "backup", "success", file=out.name,
+                  entries=len(manifest["files"]))
             print(f"backup written: {out} ({len(manifest['files'])} entries, "
                   f"database {manifest['database']['size']} bytes)")
         elif args.command == "verify":
@@ -741,8 +770,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"made {manifest['createdAt']})")
         elif args.command == "restore":
             manifest = restore(Path(args.input), _keys(args, encrypting=False),
-                               database_from(args.database_url, args.database_password_file),
-                               _media_root(args.media_root))
+                               database, _media_root(args.media_root))
+            audit(database, "restore", "success", file=Path(args.input).name,
+                  entries=len(manifest["files"]))
             print(f"backup restored and verified: {args.input} "
                   f"({len(manifest['files'])} entries)")
         else:
@@ -754,6 +784,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(removed)} backup(s) {verb}")
     except BackupError as exc:
         print(f"backup: error: {exc}", file=sys.stderr)
+        if args.command in {"create", "restore"}:
+            audit(database, "backup" if args.command == "create" else "restore", "failure",
+                  error=type(exc).__name__)
         return EXIT_FAILED
     return 0
 

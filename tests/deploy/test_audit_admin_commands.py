@@ -1,0 +1,107 @@
+"""Admin commands leave one audit record each: backup and restore (actor ``admin``, the
+file's name, never a key or content), in the auth trail of the database they touched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+
+import asyncpg
+import pyrage
+import pytest
+
+from deploy import backup
+from services.auth.app import MIGRATIONS
+from shared.db import migrate
+from tests.support import with_database
+
+
+async def _create(admin_url: str, name: str, *, migrated: bool) -> str:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = with_database(admin_url, name)
+    if migrated:
+        connection = await asyncpg.connect(url)
+        try:
+            await migrate(connection, "auth", MIGRATIONS)
+        finally:
+            await connection.close()
+    return url
+
+
+async def _drop(admin_url: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def _records(url: str) -> list[dict]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT event, outcome, actor, user_id, ip, detail FROM auth.auth_events"
+            " ORDER BY id")
+    finally:
+        await connection.close()
+    return [{**dict(row), "detail": json.loads(row["detail"])} for row in rows]
+
+
+@pytest.fixture
+def databases(postgres_admin_url):
+    names = [f"tempo_audit_{secrets.token_hex(5)}" for _ in range(2)]
+    yield names
+    for name in names:
+        asyncio.run(_drop(postgres_admin_url, name))
+
+
+def test_backup_and_restore_each_record_one_admin_record(postgres_admin_url, databases,
+                                                         tmp_path: Path) -> None:
+    source = asyncio.run(_create(postgres_admin_url, databases[0], migrated=True))
+    target = asyncio.run(_create(postgres_admin_url, databases[1], migrated=False))
+    identity = pyrage.x25519.Identity.generate()
+    (tmp_path / "key.txt").write_text(f"{identity}\n")
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "photo").write_bytes(b"secret photo bytes")
+    out = tmp_path / "tempo.backup"
+
+    assert backup.main(["create", "--out", str(out), "--recipient", str(identity.to_public()),
+                        "--database-url", source, "--media-root", str(media)]) == 0
+    (record,) = asyncio.run(_records(source))
+    assert (record["event"], record["outcome"], record["actor"]) == ("backup", "success",
+                                                                     "admin")
+    assert record["user_id"] is None
+    assert record["detail"] == {"file": out.name, "entries": record["detail"]["entries"]}
+
+    assert backup.main(["restore", "--in", str(out), "--identity-file",
+                        str(tmp_path / "key.txt"), "--database-url", target,
+                        "--media-root", str(tmp_path / "restored")]) == 0
+    restored = asyncio.run(_records(target))
+    # The backup is recorded once it is written, so after its own dump: the restored
+    # trail holds what was there before, plus exactly one record of the restore.
+    assert [(r["event"], r["outcome"], r["actor"]) for r in restored] == [
+        ("restore", "success", "admin")]
+    text = json.dumps([r["detail"] for r in restored])
+    assert str(identity) not in text
+    assert "secret photo bytes" not in text
+
+
+def test_a_failed_restore_is_recorded_as_a_failure_where_it_can_be(postgres_admin_url,
+                                                                   databases,
+                                                                   tmp_path: Path) -> None:
+    target = asyncio.run(_create(postgres_admin_url, databases[0], migrated=True))
+    (tmp_path / "key.txt").write_text(f"{pyrage.x25519.Identity.generate()}\n")
+    (tmp_path / "garbage").write_bytes(b"not a backup")
+    assert backup.main(["restore", "--in", str(tmp_path / "garbage"), "--identity-file",
+                        str(tmp_path / "key.txt"), "--database-url", target,
+                        "--media-root", str(tmp_path / "restored")]) == 1
+    (record,) = asyncio.run(_records(target))
+    assert (record["event"], record["outcome"], record["actor"]) == ("restore", "failure",
+                                                                     "admin")

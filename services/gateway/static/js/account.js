@@ -1,4 +1,5 @@
-// Account: password change, the signed-in devices, data export and sign-out.
+// Account: password change, the signed-in devices, the security activity, data export
+// and sign-out.
 import { api } from './api.js';
 import { $, clear, el, formatDate, say } from './dom.js';
 import { describeError } from './auth.js';
@@ -29,6 +30,43 @@ export function describeDevice(userAgent) {
   return browser || system || ua.slice(0, 60);
 }
 
+const AUDIT_PAGE_SIZE = 20;
+
+// What each recorded action is called on the page; unknown ones show their own name.
+const AUDIT_ACTIONS = {
+  register: 'Account created',
+  login: 'Sign-in',
+  lockout: 'Sign-ins paused after repeated failures',
+  logout: 'Signed out',
+  password_change: 'Password changed',
+  session_revoke: 'Device signed out',
+  admin_password_reset: 'Password reset by the administrator',
+  secrets_rotate: 'Server keys rotated',
+  backup: 'Server backup',
+  restore: 'Server restored from a backup',
+  media_delete: 'Photo or video deleted',
+  export: 'Data exported',
+  import_start: 'Import started',
+  import_end: 'Import ended',
+  fsck_repair: 'Storage check repaired',
+};
+
+const AUDIT_OUTCOMES = {
+  success: '', failure: 'failed', refused: 'refused', not_found: 'not found',
+  cancelled: 'cancelled',
+};
+
+// A failed or refused sign-in is what an owner most needs to notice.
+export function isAlert(record) {
+  return (record.action === 'login' && record.outcome !== 'success') || record.action === 'lockout';
+}
+
+export function describeAudit(record) {
+  const action = AUDIT_ACTIONS[record.action] || String(record.action || 'Event');
+  const outcome = record.outcome in AUDIT_OUTCOMES ? AUDIT_OUTCOMES[record.outcome] : String(record.outcome || '');
+  return { action, outcome };
+}
+
 export function initAccount(app) {
   const usernameNode = $('account-username');
   const passwordForm = $('password-form');
@@ -38,6 +76,55 @@ export function initAccount(app) {
   const sessionsError = $('sessions-error');
   const sessionsStatus = $('sessions-status');
   const signoutButton = $('signout-button');
+  const auditList = $('audit-list');
+  const auditError = $('audit-error');
+  const auditMore = $('audit-more');
+  let auditCursor = null;
+
+  function auditItem(record) {
+    const { action, outcome } = describeAudit(record);
+    const alert = isAlert(record);
+    const title = el('p', {}, el('strong', { className: 'audit-action', text: action }));
+    if (outcome) {
+      title.append(' ', el('span', {
+        className: `badge${alert || record.outcome === 'failure' ? ' audit-failed' : ''}`,
+        text: alert && record.action === 'login' ? 'failed sign-in' : outcome,
+      }));
+    }
+    const who = record.actor === 'admin' ? 'by the administrator' : '';
+    const meta = [
+      formatDate(record.time),
+      record.clientIp ? `IP ${record.clientIp}` : '',
+      who,
+    ].filter(Boolean).join(' · ');
+    return el('li', {
+      className: alert ? 'audit-alert' : '',
+      attrs: { 'data-action': record.action, 'data-outcome': record.outcome },
+    }, title, el('p', { className: 'muted audit-meta', text: meta,
+      attrs: { title: record.requestId ? `Request ${record.requestId}` : '' } }));
+  }
+
+  async function loadAudit(more = false) {
+    say(auditError, '');
+    auditMore.disabled = true;
+    try {
+      const query = new URLSearchParams({ limit: String(AUDIT_PAGE_SIZE) });
+      if (more && auditCursor) query.set('cursor', auditCursor);
+      const page = await api(`/api/audit?${query}`);
+      if (!more) clear(auditList);
+      const items = listOf(page);
+      for (const record of items) auditList.append(auditItem(record));
+      if (!more && !items.length) auditList.append(el('li', { className: 'muted', text: 'No activity recorded yet.' }));
+      auditCursor = page && page.nextCursor ? page.nextCursor : null;
+      auditMore.hidden = !auditCursor;
+    } catch (failure) {
+      if (failure.status !== 401) say(auditError, failure.message);
+    } finally {
+      auditMore.disabled = false;
+    }
+  }
+
+  auditMore.addEventListener('click', () => loadAudit(true));
 
   function sessionItem(session) {
     const device = describeDevice(session.userAgent);
@@ -84,8 +171,10 @@ export function initAccount(app) {
       clear(sessionsList);
       for (const session of sessions) sessionsList.append(sessionItem(session));
       if (!sessions.length) sessionsList.append(el('li', { className: 'muted', text: 'No active sessions.' }));
+      return true;
     } catch (failure) {
       if (failure.status !== 401) say(sessionsError, failure.message);
+      return failure.status !== 401;
     }
   }
 
@@ -140,13 +229,17 @@ export function initAccount(app) {
       passwordForm.elements.username.value = app.username();
       say(passwordSuccess, '');
       sessionsStatus.textContent = '';
-      loadSessions();
+      // A session found gone while listing devices signs out at once: nothing more to ask.
+      loadSessions().then((signedIn) => { if (signedIn) loadAudit(); });
     },
     reset() {
       passwordForm.reset();
       say(passwordError, '');
       say(passwordSuccess, '');
       clear(sessionsList);
+      clear(auditList);
+      auditCursor = null;
+      auditMore.hidden = true;
     },
   };
 }

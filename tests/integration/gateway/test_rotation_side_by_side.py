@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import jwt as pyjwt
 import pytest
 from aiohttp.test_utils import TestServer
 from gateway_helpers import Browser, empty_auth_schema, gateway_env, server_url, start_gateway
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.settings import load_settings as load_auth_settings
+from shared.tokens import key_id
 from tests.support import strong_secret
 
 UNUSED_MEDIA = "http://127.0.0.1:9"
@@ -109,3 +111,17 @@ async def test_internal_tokens_agree_across_old_and_new_internal_key_sets(
     assert await me(http, gateway_new_to_new, token) == 200
     # An auth still on the old set refuses the new key, which is why upstreams go first.
     assert await me(http, gateway_new_to_old, token) == 401
+
+
+async def test_a_cookie_with_a_forged_kid_is_refused_during_a_rotation(start_auth, start_gw,
+                                                                       http) -> None:
+    old, new, internal = strong_secret(), strong_secret(), strong_secret()
+    keys = key_env(new, internal, jwt_previous=old)
+    gateway = await start_gw(await start_auth(keys), keys)
+    genuine = await Browser(http, server_url(gateway)).sign_up()
+    claims = pyjwt.decode(genuine, options={"verify_signature": False})
+    for kid in (key_id(old), key_id(new), "0" * 16):
+        forged = pyjwt.encode(claims, strong_secret(), algorithm="HS256",
+                              headers={"kid": kid})
+        assert await me(http, gateway, forged) == 401
+    assert await me(http, gateway, genuine) == 200

@@ -14,7 +14,6 @@ import binascii
 import contextlib
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -134,10 +133,6 @@ def page_json(entries: list[AuditEntry], limit: int, service: str) -> dict[str, 
     """``entries`` holds up to ``limit + 1`` rows: the extra one only says there is more."""
     return {"items": [entry.to_json(service) for entry in entries[:limit]],
             "more": len(entries) > limit}
-
-
-def actor_of(user_id: uuid.UUID | str | None) -> str:
-    return str(user_id) if user_id is not None else ACTOR_ADMIN
 
 
 async def purge(pool: asyncpg.Pool, schema: str, days: int) -> int:

@@ -99,3 +99,15 @@ async def test_audit_refuses_bad_paging_with_400(http, audit_gateway, query) -> 
     response = await browser.request("GET", f"/api/audit?{query}")
     assert response.status == 400
     assert (await response.json())["code"] in {"invalid_limit", "invalid_cursor"}
+
+
+async def test_audit_with_a_service_down_is_a_502_not_half_a_trail(
+        http, aiohttp_server, base_env, auth_server) -> None:
+    env = gateway_env(base_env, auth_url=server_url(auth_server),
+                      media_url="http://127.0.0.1:9")
+    gateway = await start_gateway(aiohttp_server, env)
+    browser = Browser(http, server_url(gateway))
+    await browser.sign_up()
+    response = await browser.request("GET", "/api/audit")
+    assert response.status == 502
+    assert response.content_type == "application/problem+json"

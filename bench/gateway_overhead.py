@@ -6,6 +6,9 @@
   rate limit set high enough never to trigger, security headers, internal identity);
 - bare_aiohttp_proxy: the least an aiohttp proxy can do (no checks, no headers): the floor
   the framework sets before the gateway does any work of its own (not a target);
+- lean_proxy: the same aiohttp server with a minimal keep-alive client instead of aiohttp's
+  (GET with Content-Length answers only): how much of that floor is the client (not a
+  target);
 - auth_request: nginx ``auth_request`` to an aiohttp verifier doing the same JWT check,
   then proxying: the pattern people reach for instead of an in-process check.
 
@@ -51,7 +54,7 @@ from bench.servers import BODY
 NAME = "gateway"
 TARGETS = (("gateway_vs_nginx_rps", 0.5, True), ("gateway_vs_auth_request_rps", 2.0, True))
 PATH = "/api/media"
-VARIANTS = ("direct", "nginx", "bare_aiohttp_proxy", "gateway", "auth_request")
+VARIANTS = ("direct", "nginx", "lean_proxy", "bare_aiohttp_proxy", "gateway", "auth_request")
 
 
 def nginx_http_block(upstream_port: int, verifier_port: int, plain_port: int,
@@ -107,7 +110,7 @@ def profile(url: str, cookie: dict[str, str], pid: int, seconds: int, cpus: list
     if not Path(spy).exists():
         return "py-spy is not installed (pip install py-spy) so no profile was taken"
     recorder = subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds),
-                                 "--rate", "200", "--format", "raw", "--output", str(out),
+                                 "--rate", "500", "--format", "raw", "--output", str(out),
                                  "--nonblocking"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     time.sleep(0.5)
@@ -141,12 +144,13 @@ def summarize_profile(path: Path, top: int = 25) -> str:
 
 async def run(quick: bool, *, profile_to: Path | None = None) -> Report:
     edge, backend = core_split()
-    seconds = 3 if quick else 10
+    seconds = 2 if quick else 6
     rounds = 3 if quick else 5
     connections = 50
     jwt_key = strong_secret()
     with work_dir("gateway-") as folder, Processes(folder) as processes:
-        upstream_port, verifier_port, bare_port = free_port(), free_port(), free_port()
+        upstream_port, verifier_port = free_port(), free_port()
+        bare_port, lean_port = free_port(), free_port()
         plain_port, auth_port = free_port(), free_port()
         upstream = processes.start(
             "upstream", [PYTHON, "-m", "bench.servers", "upstream", "--port",
@@ -157,12 +161,16 @@ async def run(quick: bool, *, profile_to: Path | None = None) -> Report:
         bare = processes.start(
             "bare-proxy", [PYTHON, "-m", "bench.servers", "bare-proxy", "--port", str(bare_port),
                            "--upstream", f"http://127.0.0.1:{upstream_port}"], cpus=edge)
+        lean = processes.start(
+            "lean-proxy", [PYTHON, "-m", "bench.servers", "lean-proxy", "--port", str(lean_port),
+                           "--upstream", f"http://127.0.0.1:{upstream_port}"], cpus=edge)
         nginx = start_nginx(processes, "nginx", folder / "nginx",
-                    nginx_http_block(upstream_port, verifier_port, plain_port, auth_port),
-                    cpus=edge)
+                            nginx_http_block(upstream_port, verifier_port, plain_port,
+                                             auth_port), cpus=edge)
         wait_http(f"http://127.0.0.1:{upstream_port}/", process=upstream)
         wait_http(f"http://127.0.0.1:{plain_port}/")
         wait_http(f"http://127.0.0.1:{bare_port}/", process=bare)
+        wait_http(f"http://127.0.0.1:{lean_port}/", process=lean)
         token = user_token(jwt_key)
         cookie = {"Cookie": f"authToken={token}"}
         wait_http(f"http://127.0.0.1:{auth_port}/", process=verifier, headers=cookie)
@@ -180,6 +188,7 @@ async def run(quick: bool, *, profile_to: Path | None = None) -> Report:
             urls = {
                 "direct": f"http://127.0.0.1:{upstream_port}{PATH}",
                 "nginx": f"http://127.0.0.1:{plain_port}{PATH}",
+                "lean_proxy": f"http://127.0.0.1:{lean_port}{PATH}",
                 "bare_aiohttp_proxy": f"http://127.0.0.1:{bare_port}{PATH}",
                 "gateway": f"{running.url}{PATH}",
                 "auth_request": f"http://127.0.0.1:{auth_port}{PATH}",
@@ -192,7 +201,8 @@ async def run(quick: bool, *, profile_to: Path | None = None) -> Report:
             # Whose CPU each path spends: the endpoint itself when called directly, else
             # only the edge in front of it.
             cpu_of = {"direct": [upstream.pid], "nginx": [nginx.pid],
-                      "bare_aiohttp_proxy": [bare.pid], "gateway": [gateway_pid],
+                      "lean_proxy": [lean.pid], "bare_aiohttp_proxy": [bare.pid],
+                      "gateway": [gateway_pid],
                       "auth_request": [nginx.pid, verifier.pid]}
 
             def load(name: str, duration: float = seconds):
@@ -244,7 +254,8 @@ def report(measured: dict[str, list[Load]], *, quick: bool, seconds: int, rounds
         f"CPU per request, edge only (the endpoint's own for direct), gateway ÷ nginx plain: "
         f"{ratios(cpu['gateway'], cpu['nginx'])}, gateway ÷ auth_request (nginx + verifier): "
         f"{ratios(cpu['gateway'], cpu['auth_request'])}, gateway ÷ bare aiohttp proxy: "
-        f"{ratios(cpu['gateway'], cpu['bare_aiohttp_proxy'])}",
+        f"{ratios(cpu['gateway'], cpu['bare_aiohttp_proxy'])}; lean proxy ÷ bare aiohttp "
+        f"proxy: {ratios(cpu['lean_proxy'], cpu['bare_aiohttp_proxy'])}",
         f"wrk, 1 thread, {connections} connections, {seconds} s per run, {rounds} interleaved "
         f"rounds{' (quick)' if quick else ''}; ratios are per round, median (min–max)",
     ]

@@ -448,9 +448,10 @@ def stack(folder: Path, *, env: Mapping[str, str] | None = None,
           service_env: Mapping[str, Mapping[str, str]] | None = None) -> Any:
     """The project's stack runner on free ports, with its own database and roles, both
     dropped when it stops."""
-    from deploy.stack import SERVICES, Stack, new_role_prefix
+    from deploy.stack import SERVICES, Stack
 
-    prefix = new_role_prefix()
+    # Roles and database named for this run alone, so runs never meet on one server.
+    prefix = f"tempo_{secrets.token_hex(4)}"
     return Stack(folder, admin_url=ADMIN_DATABASE_URL, database=f"{prefix}_bench",
                  role_prefix=prefix, drop_database_on_exit=True,
                  ports={name: free_port() for name in SERVICES},

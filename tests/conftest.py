@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
+import structlog
 
 from tests.support import CI, run, server_answers, service_env, strong_secret, with_database
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo any in-process configure_logging.
+
+    It binds handlers to the sys.stdout of the moment, which under pytest is a capture
+    stream closed after the test; later tests would log into a closed file and fail.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    access_level = logging.getLogger("aiohttp.access").level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(access_level)
+    structlog.configure(**config)
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture(scope="session")

@@ -104,12 +104,14 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
         headers["X-Frame-Options"] = "SAMEORIGIN"
     if headers.get("Referrer-Policy", "").lower() not in _STRICT_REFERRER:
         headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
-    upstream_csp = headers.getall("Content-Security-Policy", ())
-    # Several policies are all enforced, so adding ours to an upstream's can only narrow it.
-    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    for policy in upstream_csp:
-        if policy != CONTENT_SECURITY_POLICY:
-            headers.add("Content-Security-Policy", policy)
+    # Every policy in the header is enforced, so adding an upstream's to ours can only
+    # narrow it. The header's grammar is a comma-separated list of policies (CSP3 §3.1):
+    # one field carries them all, and each security header is sent exactly once.
+    policies = [CONTENT_SECURITY_POLICY]
+    for policy in headers.getall("Content-Security-Policy", ()):
+        if policy not in policies:
+            policies.append(policy)
+    headers["Content-Security-Policy"] = ", ".join(policies)
     if request.get(SCHEME) == "https":
         headers["Strict-Transport-Security"] = HSTS
     cache = headers.get(hdrs.CACHE_CONTROL, "").lower()

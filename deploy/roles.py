@@ -60,9 +60,9 @@ async def ensure_roles(admin: asyncpg.Connection, database: str, roles: list[Rol
         await _run(admin, "GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I", database, role.name)
         schema = OWNED_SCHEMAS.get(role.service)
         if schema is not None:
-            # The shared migration runner says CREATE SCHEMA IF NOT EXISTS, which PostgreSQL
-            # checks against the database's CREATE privilege even when the schema exists.
-            await _run(admin, "GRANT CREATE ON DATABASE %I TO %I", database, role.name)
+            # Roles made by an earlier version held CREATE on the database; the schema
+            # made here is all a service needs.
+            await _run(admin, "REVOKE CREATE ON DATABASE %I FROM %I", database, role.name)
             await _run(admin, f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION %I",
                        role.name)
             await _run(admin, f"ALTER SCHEMA {schema} OWNER TO %I", role.name)

@@ -65,9 +65,13 @@ async def migrate(connection: asyncpg.Connection, schema: str, folder: Path) -> 
         # hashtext gives a stable int4 per schema, so services lock independently.
         await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
                                  f"tempo-migrate:{schema}")
-        # The schema name is checked against _SCHEMA_NAME above; identifiers cannot be
+        # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+        # exists; asking first lets a service role that was given only its own schema
+        # migrate it. The name is checked against _SCHEMA_NAME above; identifiers cannot be
         # passed as parameters.
-        await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        if not await connection.fetchval(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1", schema):
+            await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         await connection.execute(
             f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("  # nosec B608
             " version integer PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"

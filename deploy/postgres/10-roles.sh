@@ -27,10 +27,6 @@ CREATE ROLE tempo_gateway LOGIN NOINHERIT NOCREATEDB NOCREATEROLE NOREPLICATION
     PASSWORD :'gateway_pw' CONNECTION LIMIT 20;
 
 GRANT CONNECT, TEMPORARY ON DATABASE :"db" TO tempo_auth, tempo_media, tempo_gateway;
--- The migration runner says CREATE SCHEMA IF NOT EXISTS, which PostgreSQL checks against
--- the database's CREATE privilege even when the schema already exists.
-GRANT CREATE ON DATABASE :"db" TO tempo_auth, tempo_media;
-
 CREATE SCHEMA auth AUTHORIZATION tempo_auth;
 CREATE SCHEMA media AUTHORIZATION tempo_media;
 GRANT USAGE ON SCHEMA auth TO tempo_gateway;

@@ -64,9 +64,21 @@ async def test_each_service_owns_its_schema_and_nothing_else(setup):
             await auth.execute("CREATE TABLE media.sneaky (id int)")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await media.execute("CREATE TABLE public.sneaky (id int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await auth.execute("CREATE SCHEMA sneaky")
+        # Its own schema is enough for the migration runner, whose schema already exists.
+        assert await migrate(media, "media", MEDIA_MIGRATIONS)
+        assert await migrate(media, "media", MEDIA_MIGRATIONS) == []
     finally:
         await auth.close()
         await media.close()
+    admin = await asyncpg.connect(url)
+    try:
+        for name in names.values():
+            assert not await admin.fetchval(
+                "SELECT has_database_privilege($1, current_database(), 'CREATE')", name)
+    finally:
+        await admin.close()
 
 
 async def test_the_gateway_may_only_read_the_revocation_view_and_listen(setup,
@@ -181,6 +193,8 @@ def test_compose_init_script_gives_least_privilege(private_server, tmp_path):
     assert psql("SELECT * FROM auth.sessions", user="tempo_media").returncode != 0
     assert psql("CREATE TABLE media.x (id int)", user="tempo_auth").returncode != 0
     assert psql("CREATE TABLE public.x (id int)", user="tempo_gateway").returncode != 0
+    for role in ("tempo_auth", "tempo_media", "tempo_gateway"):
+        assert psql("CREATE SCHEMA sneaky", user=role).returncode != 0
     # Every role has a password: nothing logs in on an empty one once auth is required.
     assert psql("SELECT count(*) FROM pg_authid WHERE rolname LIKE 'tempo_%'"
                 " AND rolpassword IS NULL").stdout.strip() == "0"

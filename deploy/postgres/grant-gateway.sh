@@ -9,7 +9,9 @@
 set -eu
 PGPASSWORD="$(cat "${SECRETS_DIR:-/run/secrets}/postgres_password")"
 export PGPASSWORD
-psql -v ON_ERROR_STOP=1 --host "${PGHOST:-postgres}" --username "${PGUSER:-postgres}" \
+# keep-audit.sql lies beside this script (compose mounts both at /).
+psql -v ON_ERROR_STOP=1 -v keep_audit="$(dirname "$0")/keep-audit.sql" \
+    --host "${PGHOST:-postgres}" --username "${PGUSER:-postgres}" \
     --dbname "${PGDATABASE:-tempo}" <<'SQL'
 GRANT USAGE ON SCHEMA auth TO tempo_gateway;
 GRANT SELECT ON auth.revoked_tokens TO tempo_gateway;
@@ -31,27 +33,7 @@ GRANT SELECT, INSERT ON media.audit_events TO tempo_media;
 REVOKE ALL ON FUNCTION media.purge_audit(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION media.purge_audit(integer) TO tempo_media;
 
-CREATE OR REPLACE FUNCTION public.tempo_keep_audit() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    dropped record;
-BEGIN
-    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        RETURN;
-    END IF;
-    FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects() LOOP
-        IF dropped.object_identity IN ('auth.auth_events', 'media.audit_events',
-                                       'auth.guard_audit()', 'media.guard_audit()',
-                                       'auth.purge_audit(integer)',
-                                       'media.purge_audit(integer)')
-           OR dropped.object_identity LIKE '% on auth.auth_events'
-           OR dropped.object_identity LIKE '% on media.audit_events' THEN
-            RAISE EXCEPTION '% belongs to an append-only audit trail',
-                dropped.object_identity USING ERRCODE = 'insufficient_privilege';
-        END IF;
-    END LOOP;
-END
-$$;
+\i :keep_audit
 DROP EVENT TRIGGER IF EXISTS tempo_keep_audit;
 CREATE EVENT TRIGGER tempo_keep_audit ON sql_drop
     EXECUTE FUNCTION public.tempo_keep_audit();

@@ -198,3 +198,13 @@ def test_compose_init_script_gives_least_privilege(private_server, tmp_path):
     # Every role has a password: nothing logs in on an empty one once auth is required.
     assert psql("SELECT count(*) FROM pg_authid WHERE rolname LIKE 'tempo_%'"
                 " AND rolpassword IS NULL").stdout.strip() == "0"
+    # The audit trails are sealed: each service may append and read its own, no more, and
+    # owning the schema does not let it drop the table (the event trigger says no).
+    assert psql("INSERT INTO media.audit_events (action, actor, outcome)"
+                " VALUES ('media_deleted', 'admin', 'success')",
+                user="tempo_media").returncode == 0
+    assert psql("DELETE FROM media.audit_events", user="tempo_media").returncode != 0
+    dropped = psql("DROP TABLE media.audit_events", user="tempo_media")
+    assert "append-only audit trail" in dropped.stderr
+    dropped = psql("DROP FUNCTION auth.guard_audit() CASCADE", user="tempo_auth")
+    assert dropped.returncode != 0

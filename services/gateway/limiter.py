@@ -48,10 +48,10 @@ class MemoryLimiter:
         now = self._clock()
         keys = [(policy.name, client) for policy in policies]
         buckets = self._buckets
-        decision, new = take([buckets.get(key) for key in keys], policies, now)
+        # Taken out and put back: a key put back goes to the end, the most recently seen.
+        decision, new = take([buckets.pop(key, None) for key in keys], policies, now)
         for key, bucket in zip(keys, new, strict=True):
             buckets[key] = bucket
-            buckets.move_to_end(key)
         while len(buckets) > self._max:
             buckets.popitem(last=False)
         return decision

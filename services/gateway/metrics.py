@@ -27,3 +27,21 @@ REDIS_FALLBACK = Gauge("gateway_ratelimit_redis_fallback",
                        "1 while rate limits are kept in memory because Redis is unreachable.")
 REDIS_FALLBACKS = Counter("gateway_ratelimit_redis_fallbacks_total",
                           "Times the rate limiter fell back from Redis to memory.")
+
+# ``labels()`` takes a lock and builds a key on every call; the label sets a request can
+# produce are bounded (routes, eight method labels, status codes), so each child is looked up
+# once and kept.
+_request_counters: dict[tuple[str, str, str], Counter] = {}
+_latency_histograms: dict[str, Histogram] = {}
+
+
+def observe_request(route: str, method: str, status: str, seconds: float) -> None:
+    key = (route, method, status)
+    counter = _request_counters.get(key)
+    if counter is None:
+        counter = _request_counters[key] = REQUESTS.labels(route, method, status)
+    counter.inc()
+    latency = _latency_histograms.get(route)
+    if latency is None:
+        latency = _latency_histograms[route] = LATENCY.labels(route)
+    latency.observe(seconds)

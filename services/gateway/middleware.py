@@ -77,8 +77,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         route = _route_label(request)
         method = request.method if request.method in _METHOD_LABELS else "OTHER"
-        metrics.REQUESTS.labels(route, method, status).inc()
-        metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+        metrics.observe_request(route, method, status, time.perf_counter() - started)
 
 
 def rate_limit_middleware(limiter: Limiter, api_by_route: dict[web.AbstractRoute, ApiRoute],

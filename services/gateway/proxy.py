@@ -140,6 +140,16 @@ class Upstream:
         self.identity = IdentityMinter(keys, name)
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        # Parsed once per route path: yarl also keeps what it derives from a URL (host,
+        # port, the Host header value) on the object.
+        self._urls: dict[str, URL] = {}
+
+    def url(self, path: str) -> URL:
+        """The URL of a fixed upstream path (the route table bounds how many there are)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = URL(f"{self.base_url}{path}", encoded=True)
+        return url
 
     async def start(self) -> None:
         settings = self._settings
@@ -152,7 +162,11 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             # Bytes pass through untouched, compressed or not.
             auto_decompress=False,
-            skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT_ENCODING, hdrs.CONTENT_TYPE),
+            # The upstream sees only what the client sent: answers pass through untouched,
+            # so an Accept-Encoding the browser never sent could bring it compressed bytes
+            # it did not ask for.
+            skip_auto_headers=(hdrs.ACCEPT, hdrs.USER_AGENT, hdrs.ACCEPT_ENCODING,
+                               hdrs.CONTENT_TYPE),
             timeout=aiohttp.ClientTimeout(total=None,
                                           connect=settings.connect_timeout_seconds,
                                           sock_read=settings.read_timeout_seconds),
@@ -180,11 +194,13 @@ class Upstream:
 
 def _upstream_url(upstream: Upstream, route: ApiRoute, request: web.Request) -> URL:
     path = route.upstream_path
+    # The query exactly as the client encoded it: decoding and re-encoding could change it.
+    query = request.rel_url.raw_query_string
     if "{" in path:
         path = path.format_map({name: quote(value, safe="")
                                 for name, value in request.match_info.items()})
-    # The query exactly as the client encoded it: decoding and re-encoding could change it.
-    query = request.rel_url.raw_query_string
+    elif not query:
+        return upstream.url(path)
     url = f"{upstream.base_url}{path}?{query}" if query else f"{upstream.base_url}{path}"
     # Already encoded: parsing it again could re-encode or decode parts of it.
     return URL(url, encoded=True)

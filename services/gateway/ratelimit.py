@@ -64,19 +64,28 @@ def take(buckets: Sequence[Bucket | None], policies: Sequence[Policy], now: floa
     count = len(policies)
     if count == 0 or len(buckets) != count:
         raise ValueError("one bucket per policy, at least one policy")
-    levels = [refill(buckets[i], policies[i], now) for i in range(count)]
+    # One pass and no per-bucket closures: this runs on every request the gateway serves.
+    levels: list[float] = []
     # The longest wait among the buckets that are short of a token, and whose it is.
     wait, waiting = 0.0, -1
     for i in range(count):
-        if levels[i] < 1.0:
-            needed = (1.0 - levels[i]) / policies[i].rate
+        policy = policies[i]
+        level = refill(buckets[i], policy, now)
+        levels.append(level)
+        if level < 1.0:
+            needed = (1.0 - level) / policy.rate
             if needed > wait or waiting < 0:
                 wait, waiting = needed, i
     allowed = waiting < 0
     if allowed:
-        levels = [level - 1.0 for level in levels]
-        # The bucket with the fewest whole tokens left speaks for the decision.
-        index = min(range(count), key=lambda i: math.floor(levels[i]))
+        # The bucket with the fewest whole tokens left (the first of equals) speaks for the
+        # decision.
+        index, fewest = 0, math.inf
+        for i in range(count):
+            levels[i] -= 1.0
+            whole = math.floor(levels[i])
+            if whole < fewest:
+                index, fewest = i, whole
     else:
         index = waiting
     policy, level = policies[index], levels[index]

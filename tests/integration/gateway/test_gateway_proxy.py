@@ -110,6 +110,36 @@ async def test_hop_by_hop_headers_are_not_forwarded_either_way(
     assert "X-Powered-By" not in response.headers
 
 
+async def test_gateway_adds_no_content_negotiation_headers_upstream(
+        make_gateway: Callable[..., Awaitable[TestServer]], browser: Browser,
+        echo: EchoUpstream) -> None:
+    # An Accept-Encoding the client never sent would have the upstream compress an answer
+    # that the gateway passes through as it is.
+    gateway = await make_gateway()
+    token = await Browser(browser.session, server_url(gateway)).sign_up()
+    added = {"accept", "accept-encoding", "user-agent", "content-type"}
+    head = (f"GET /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+            f"Cookie: authToken={token}\r\n\r\n")
+    assert (await raw_exchange(gateway, head)).startswith(b"HTTP/1.1 200 ")
+    assert added.isdisjoint(name.lower() for name in echo.received[-1].header_names)
+    head = (f"POST /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+            f"Cookie: authToken={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
+            "Content-Length: 5\r\n\r\n")
+    assert (await raw_exchange(gateway, head, [b"hello"])).startswith(b"HTTP/1.1 200 ")
+    received = echo.received[-1]
+    assert received.size == 5
+    assert added.isdisjoint(name.lower() for name in received.header_names)
+    # What the client did send goes through unchanged.
+    response = await browser.session.get(
+        f"{server_url(gateway)}/api/media",
+        headers={"Cookie": f"authToken={token}", "Accept": "application/json",
+                 "Accept-Encoding": "br", "User-Agent": "tempo-test/1"})
+    assert response.status == 200
+    sent = echo.received[-1].headers
+    assert (sent["Accept"], sent["Accept-Encoding"], sent["User-Agent"]) == (
+        "application/json", "br", "tempo-test/1")
+
+
 async def test_request_id_is_made_sent_upstream_and_returned(user: Browser, echo: EchoUpstream
                                                              ) -> None:
     response = await user.request("GET", "/api/media",

@@ -82,3 +82,21 @@ def test_memory_limiter_keeps_clients_apart_and_forgets_the_least_recent() -> No
     assert limiter.check_now("c", policy).allowed  # "a" is evicted
     assert len(limiter) == 2
     assert limiter.check_now("a", policy).allowed
+
+
+def test_memory_limiter_keeps_a_client_it_has_just_seen() -> None:
+    limiter = MemoryLimiter(max_clients=2, clock=lambda: 0.0)
+    policy = [Policy("p", rate=0.001, burst=1)]
+    assert limiter.check_now("a", policy).allowed
+    assert limiter.check_now("b", policy).allowed
+    assert not limiter.check_now("a", policy).allowed  # seen again: now the most recent
+    assert limiter.check_now("c", policy).allowed  # so "b" is the one forgotten
+    assert not limiter.check_now("a", policy).allowed
+    assert limiter.check_now("b", policy).allowed
+
+
+def test_the_first_of_equally_full_buckets_speaks_for_the_decision() -> None:
+    decision, _ = take([Bucket(2.0, 0.0), Bucket(2.5, 0.0)], [GLOBAL, STRICT], now=0.0)
+    assert decision.allowed
+    assert decision.policy is GLOBAL
+    assert decision.remaining == 1

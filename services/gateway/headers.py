@@ -100,10 +100,12 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     headers.popall(hdrs.SERVER, None)
     for name, value in _FIXED:
         headers[name] = value
-    if headers.get("X-Frame-Options", "").upper() != "DENY":
-        headers["X-Frame-Options"] = "SAMEORIGIN"
-    if headers.get("Referrer-Policy", "").lower() not in _STRICT_REFERRER:
-        headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
+    # Assigning replaces every field of that name: an upstream's duplicates go too.
+    frame = headers.get("X-Frame-Options", "").upper()
+    headers["X-Frame-Options"] = "DENY" if frame == "DENY" else "SAMEORIGIN"
+    referrer = headers.get("Referrer-Policy", "").lower()
+    headers["Referrer-Policy"] = (referrer if referrer in _STRICT_REFERRER
+                                  else "strict-origin-when-cross-origin")
     # Every policy in the header is enforced, so adding an upstream's to ours can only
     # narrow it. The header's grammar is a comma-separated list of policies (CSP3 §3.1):
     # one field carries them all, and each security header is sent exactly once.

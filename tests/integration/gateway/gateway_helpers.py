@@ -14,6 +14,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 from yarl import URL
 
 from services.gateway.app import create_app
@@ -153,7 +154,8 @@ class EchoUpstream:
 
     received: list[Received] = field(default_factory=list)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
-    extra_response_headers: dict[str, str] = field(default_factory=dict)
+    # A multidict: a test may send a header twice.
+    extra_response_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1024**3)

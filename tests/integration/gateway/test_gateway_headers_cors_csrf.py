@@ -126,6 +126,17 @@ async def test_upstream_may_tighten_headers_but_not_loosen_them(
     assert "Access-Control-Allow-Origin" not in loosened.headers
     assert "Access-Control-Allow-Credentials" not in loosened.headers
 
+    # A strict value first and a loose one after it: the browser might honour either, so
+    # only one field of each leaves the gateway.
+    echo.extra_response_headers.clear()
+    echo.extra_response_headers.add("X-Frame-Options", "DENY")
+    echo.extra_response_headers.add("X-Frame-Options", "ALLOWALL")
+    echo.extra_response_headers.add("Referrer-Policy", "no-referrer")
+    echo.extra_response_headers.add("Referrer-Policy", "unsafe-url")
+    doubled = await user.request("GET", "/api/media")
+    assert doubled.headers.getall("X-Frame-Options") == ["DENY"]
+    assert doubled.headers.getall("Referrer-Policy") == ["no-referrer"]
+
 
 @pytest.fixture
 async def cors_gateway(make_gateway: Callable[..., Awaitable[TestServer]]) -> TestServer:

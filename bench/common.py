@@ -1,7 +1,7 @@
 """What every benchmark shares: processes, ports, pinning, repetitions, ratios, RSS, results.
 
 Machines here are shared and noisy, so a figure on its own means little. Every benchmark
-measures its subject and a reference in the same run, interleaved (A B A B ...), and reports
+measures its subject and a reference in the same run, interleaved (A B B A ...), and reports
 the median of the per-round ratios with their minimum and maximum.
 """
 
@@ -140,14 +140,18 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 def interleave(variants: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, list[Any]]:
-    """Run every variant once per round in the given order: A B C A B C ...
+    """Run every variant once per round, the order reversed every other round: A B C C B A
+    A B C ...
 
     Alternating spreads the machine's slow moments over all variants instead of letting
-    one of them take a whole noisy stretch.
+    one of them take a whole noisy stretch; reversing keeps any one variant from always
+    running first (or second, after a warm-up by the other) in every round.
     """
     measured: dict[str, list[Any]] = {name: [] for name in variants}
+    forward = list(variants.items())
     for round_number in range(1, rounds + 1):
-        for name, run in variants.items():
+        order = forward if round_number % 2 else forward[::-1]
+        for name, run in order:
             value = run()
             say(f"  round {round_number}/{rounds} {name}: {value}")
             measured[name].append(value)

@@ -33,6 +33,13 @@ log = structlog.get_logger("media.storage")
 TEMP_DIR_NAME = ".tmp"
 TEMP_SUFFIX = ".part"
 READ_CHUNK_BYTES = 256 * 1024
+# Received bytes are handed to a worker thread in batches of about this size: one thread
+# hand-off per MiB rather than per network read, and large enough buffers that hashing
+# and writing run without the GIL. At most one batch is being written while the next one
+# fills, so memory per upload stays around twice this.
+WRITE_BATCH_BYTES = 1024 * 1024
+# Far below IOV_MAX, so that one writev takes a whole batch of small chunks.
+WRITE_BATCH_CHUNKS = 256
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _OPEN_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
@@ -80,13 +87,39 @@ async def settled(future: Awaitable[T]) -> T:
         raise
 
 
-def _absorb(fd: int, hasher: hashlib._Hash, chunk: bytes) -> None:
-    # hashlib and os.write release the GIL on large buffers, so this runs off the loop.
-    hasher.update(chunk)
-    view = memoryview(chunk)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+async def _quiesce(job: asyncio.Future[None]) -> None:
+    """Wait for a write job that is being abandoned; its own error no longer matters."""
+    try:
+        await settled(job)
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        # The file is being removed anyway; only the wait mattered.
+        return
+
+
+def _absorb(fd: int, hasher: hashlib._Hash, chunks: list[bytes]) -> None:
+    # Runs in a worker thread: hashlib and os.writev release the GIL on large buffers, so
+    # hashing and writing overlap the event loop parsing the next bytes.
+    for chunk in chunks:
+        hasher.update(chunk)
+    views = [memoryview(chunk) for chunk in chunks]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if views and written:
+            views[0] = views[0][written:]
+
+
+def _absorb_and_finish(fd: int, hasher: hashlib._Hash, chunks: list[bytes]) -> None:
+    # The last bytes and the fsync in one hand-off: most import entries fit in one batch.
+    try:
+        _absorb(fd, hasher, chunks)
+    except BaseException:
+        os.close(fd)
+        raise
+    _finish(fd)
 
 
 def _finish(fd: int) -> None:
@@ -201,6 +234,9 @@ class MediaStorage:
         opening = loop.run_in_executor(None, os.open, temp, _OPEN_NEW, _FILE_MODE)
         fd = -1
         received: Received | None = None
+        # The batch being hashed and written in a worker thread while the next one fills;
+        # never more than one, so that writes land in order and memory stays bounded.
+        writing: asyncio.Future[None] | None = None
         try:
             # A cancellation during the open must still learn the descriptor, or the
             # temporary file would outlive the request until the sweeper found it.
@@ -209,6 +245,8 @@ class MediaStorage:
             size = 0
             head = bytearray()
             head_pending = on_head is not None
+            batch: list[bytes] = []
+            batch_bytes = 0
             async for chunk in chunks:
                 if not chunk:
                     continue
@@ -220,24 +258,38 @@ class MediaStorage:
                     if len(head) >= head_size:
                         head_pending = False
                         on_head(bytes(head))  # type: ignore[misc]
-                # settled: a cancelled request must not close the descriptor while a
-                # thread still writes to it (the number could be reused by another file).
-                await settled(loop.run_in_executor(None, _absorb, fd, hasher, chunk))
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= WRITE_BATCH_BYTES or len(batch) >= WRITE_BATCH_CHUNKS:
+                    if writing is not None:
+                        await settled(writing)
+                    writing = loop.run_in_executor(None, _absorb, fd, hasher, batch)
+                    batch, batch_bytes = [], 0
             if head_pending:
                 on_head(bytes(head))  # type: ignore[misc]
-            # -2: handed to _finish, which closes it; never closed here again.
+            if writing is not None:
+                await settled(writing)
+            # -2: handed to the last job, which closes it; never closed here again.
             to_close, fd = fd, -2
-            await settled(loop.run_in_executor(None, _finish, to_close))
+            await settled(loop.run_in_executor(None, _absorb_and_finish, to_close, hasher,
+                                               batch))
             received = Received(temp, size, hasher.hexdigest(), bytes(head))
             yield received
         finally:
-            if fd == -1 and opening.done() and not opening.cancelled() \
-                    and opening.exception() is None:
-                fd = opening.result()
-            if fd >= 0:
-                os.close(fd)
-            if received is None or not received.placed:
-                await settled(loop.run_in_executor(None, _unlink_quietly, temp))
+            try:
+                if writing is not None:
+                    # A thread may still be writing to the descriptor: it must finish
+                    # before the descriptor is closed (its number could be reused by
+                    # another file) and before the file is removed.
+                    await _quiesce(writing)
+            finally:
+                if fd == -1 and opening.done() and not opening.cancelled() \
+                        and opening.exception() is None:
+                    fd = opening.result()
+                if fd >= 0:
+                    os.close(fd)
+                if received is None or not received.placed:
+                    await settled(loop.run_in_executor(None, _unlink_quietly, temp))
 
     async def place(self, received: Received, owner_id: UUID, media_id: UUID) -> Path:
         """Rename a received file to its stored path and make the rename durable."""

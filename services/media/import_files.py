@@ -44,6 +44,28 @@ def _rename_into(temp: Path, final: Path) -> None:
         os.close(fd)
 
 
+def _rename_all_into(moves: list[tuple[Path, Path]]) -> None:
+    # One directory fsync per folder for the whole batch rather than one per file: the
+    # renames only have to be durable before the rows that name them commit.
+    folders: dict[Path, None] = {}
+    for temp, final in moves:
+        if final.parent not in folders:
+            final.parent.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            folders[final.parent] = None
+        os.rename(temp, final)
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _unlink_all_quietly(paths: list[Path]) -> None:
+    for path in paths:
+        _unlink_quietly(path)
+
+
 class ImportFiles:
     def __init__(self, storage: MediaStorage) -> None:
         self.storage = storage
@@ -79,6 +101,25 @@ class ImportFiles:
             await settled(loop.run_in_executor(None, _unlink_quietly, final))
             raise
         received.placed = True
+
+    async def place_all(self, moves: list[tuple[Received, Path]]) -> None:
+        """``place`` for several files with one directory fsync; all undone on failure."""
+        if not moves:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await settled(loop.run_in_executor(
+                None, _rename_all_into, [(received.path, final) for received, final in moves]))
+        except BaseException:
+            await settled(loop.run_in_executor(
+                None, _unlink_all_quietly, [final for _, final in moves]))
+            raise
+        for received, _ in moves:
+            received.placed = True
+
+    async def remove_all(self, paths: list[Path]) -> None:
+        loop = asyncio.get_running_loop()
+        await settled(loop.run_in_executor(None, _unlink_all_quietly, paths))
 
     async def remove(self, path: Path) -> bool:
         loop = asyncio.get_running_loop()

@@ -319,6 +319,16 @@ async def select_activity_by_strava_id(connection: asyncpg.Connection, owner_id:
     return Activity(**dict(row)) if row else None
 
 
+async def select_activity_keys_by_strava_ids(connection: asyncpg.Connection, owner_id: UUID,
+                                             strava_ids: list[str]
+                                             ) -> dict[str, tuple[UUID, UUID | None]]:
+    """strava id → (activity id, import id) of the owner's activities among ``strava_ids``."""
+    rows = await connection.fetch(
+        "SELECT strava_id, id, import_id FROM media.activities"
+        " WHERE owner_id = $1 AND strava_id = ANY($2::text[])", owner_id, strava_ids)
+    return {row["strava_id"]: (row["id"], row["import_id"]) for row in rows}
+
+
 async def select_activity_by_sha256(connection: asyncpg.Connection, owner_id: UUID,
                                     sha256: str) -> Activity | None:
     row = await connection.fetchrow(
@@ -340,6 +350,46 @@ async def insert_activity(connection: asyncpg.Connection, *, id: UUID, owner_id:
         id, owner_id, strava_id, import_id, started_at, name, activity_type, distance_meters,
         elapsed_seconds, file_format, filename, size_bytes, sha256)
     return Activity(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityFileRow:
+    """An activity whose file has been received; inserted with others in one statement."""
+
+    id: UUID
+    owner_id: UUID
+    strava_id: str
+    import_id: UUID | None
+    started_at: datetime | None
+    name: str
+    activity_type: str
+    distance_meters: float | None
+    elapsed_seconds: int | None
+    file_format: str
+    filename: str
+    size_bytes: int
+    sha256: str
+
+
+async def insert_activity_files(connection: asyncpg.Connection,
+                                rows: list[ActivityFileRow]) -> set[UUID]:
+    """Insert several activities at once; the ids inserted. A row whose Strava id or bytes
+    the owner already has is left out rather than failing the others."""
+    if not rows:
+        return set()
+    columns = list(zip(*((row.id, row.owner_id, row.strava_id, row.import_id, row.started_at,
+                          row.name, row.activity_type, row.distance_meters,
+                          row.elapsed_seconds, row.file_format, row.filename, row.size_bytes,
+                          row.sha256) for row in rows), strict=True))
+    inserted = await connection.fetch(
+        "INSERT INTO media.activities (id, owner_id, strava_id, import_id, started_at, name,"
+        " activity_type, distance_meters, elapsed_seconds, file_format, filename, size_bytes,"
+        " sha256) SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[],"
+        " $5::timestamptz[], $6::text[], $7::text[], $8::float8[], $9::int4[], $10::text[],"
+        " $11::text[], $12::int8[], $13::text[])"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        *(list(column) for column in columns))
+    return {row["id"] for row in inserted}
 
 
 async def select_activities(connection: asyncpg.Connection, owner_id: UUID) -> list[Activity]:

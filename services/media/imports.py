@@ -18,6 +18,7 @@ import json
 import posixpath
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -32,7 +33,7 @@ from services.media.import_files import ImportFiles
 from services.media.import_settings import ImportSettings
 from services.media.import_store import Progress
 from services.media.ingest import DuplicateMediaError, MediaIngestor
-from services.media.storage import MediaStorage, settled
+from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received, settled
 from services.media.strava import (
     ACTIVITIES_CSV,
     ACTIVITIES_PREFIX,
@@ -58,6 +59,12 @@ MANIFEST_FORMAT = "tempo-export"
 MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 ITEM_CONCURRENCY = 8
+# Of those, entries larger than one write batch streaming at once: each holds up to two
+# batches in memory, a smaller entry only its own size, so an archive of large photos
+# costs about what one of small files does.
+LARGE_ENTRIES_AT_ONCE = 2
+# Activity files committed together at most; bounds one transaction and one statement.
+COMMIT_BATCH_MAX = 64
 # How long a stopping or cancelled job may take to finish the items it has begun.
 DRAIN_SECONDS = 15.0
 
@@ -189,6 +196,80 @@ class ImportWorker:
             await db.requeue_imports(connection, [import_id])
 
 
+class ActivityCommits:
+    """Commits received activity files in batches: one transaction, one statement and one
+    directory fsync for all the entries that finished receiving while the previous batch
+    was committing, instead of one of each per entry.
+
+    Each file is fsynced before it is handed over, and a batch's rows commit only after
+    its renames are durable, so a crash never leaves a row naming a missing or partial
+    file; files renamed by a batch whose commit did not happen are removed again, or
+    found by the consistency check.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, files: ImportFiles,
+                 max_batch: int = COMMIT_BATCH_MAX) -> None:
+        self.pool = pool
+        self.files = files
+        self.max_batch = max_batch
+        self._queue: list[tuple[db.ActivityFileRow, Received, Path,
+                                asyncio.Future[bool]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def commit(self, row: db.ActivityFileRow, received: Received, final: Path) -> bool:
+        """Insert ``row`` and move its file to ``final``; False for a duplicate.
+
+        Runs to its end even if the caller is cancelled: the file must not be removed
+        while its batch may still rename it, and a commit that happened is kept.
+        """
+        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((row, received, final, outcome))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        return await settled(outcome)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
+            try:
+                inserted = await self._commit_batch(batch)
+            except BaseException as exc:
+                for *_, outcome in batch:
+                    if outcome.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        outcome.cancel()
+                    else:
+                        outcome.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for row, _, _, outcome in batch:
+                if not outcome.done():
+                    outcome.set_result(row.id in inserted)
+
+    async def _commit_batch(self, batch: list[tuple[db.ActivityFileRow, Received, Path,
+                                                    asyncio.Future[bool]]]) -> set[UUID]:
+        placed: list[Path] = []
+        try:
+            async with self.pool.acquire() as connection, connection.transaction():
+                inserted = await db.insert_activity_files(connection,
+                                                          [row for row, *_ in batch])
+                moves = [(received, final) for row, received, final, _ in batch
+                         if row.id in inserted]
+                # Listed before the move: whatever of it happened is undone on failure.
+                placed = [final for _, final in moves]
+                await self.files.place_all(moves)
+        except BaseException:
+            if placed:
+                # The rows did not commit, so the files they would have named must go.
+                await self.files.remove_all(placed)
+                for _, received, _, _ in batch:
+                    received.placed = False
+            raise
+        return inserted
+
+
 class ImportJob:
     """One attempt at processing one import."""
 
@@ -210,6 +291,11 @@ class ImportJob:
         # import stored are still counted as imported once.
         self._counted: set[UUID] = set()
         self._unlinked: list[UUID] = []
+        self._activity_commits = ActivityCommits(self.pool, worker.files)
+        self._large_entries = asyncio.Semaphore(LARGE_ENTRIES_AT_ONCE)
+        # strava id → (activity id, import id) of the owner's activities, read once for
+        # the whole archive; None to look each one up (a Tempo export).
+        self._known: dict[str, tuple[UUID, UUID | None]] | None = None
 
     # Running ---------------------------------------------------------------------------
 
@@ -366,6 +452,12 @@ class ImportJob:
             else:
                 progress.skipped_not_run += 1
         self._plan(runs, names)
+        # One query instead of one per row. Only this import adds activities for this owner
+        # while it runs (one import per owner at a time), and it records what it adds; a
+        # row that appears anyway is caught by the unique index and counted a duplicate.
+        async with self.pool.acquire() as connection:
+            self._known = await db.select_activity_keys_by_strava_ids(
+                connection, self.owner_id, [activity.strava_id for activity in runs])
 
         async def import_row(activity: StravaActivity) -> None:
             if not await self._import_activity(activity, names):
@@ -476,14 +568,13 @@ class ImportJob:
                                "Activity files must be .gpx, .tcx or .fit, optionally "
                                "gzip-compressed (.gz).")
                 return False
-        async with self.pool.acquire() as connection:
-            existing = await db.select_activity_by_strava_id(connection, self.owner_id,
-                                                             activity.strava_id)
+        existing = await self._existing_activity(activity.strava_id)
         if existing is not None:
+            existing_id, existing_import = existing
             if entry is not None:
                 progress.entries_done += 1
-            if existing.import_id == self.id and existing.id not in self._counted:
-                self._counted.add(existing.id)
+            if existing_import == self.id and existing_id not in self._counted:
+                self._counted.add(existing_id)
                 progress.activities_imported += 1
             else:
                 progress.skipped_duplicate += 1
@@ -500,6 +591,25 @@ class ImportJob:
             progress.skipped_duplicate += 1
         return outcome != "invalid"
 
+    def _streaming(self, entry: Entry) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Held while an entry streams to disk: a turn among the few large ones, if large."""
+        if entry.declared_size > WRITE_BATCH_BYTES:
+            return self._large_entries
+        return contextlib.nullcontext()
+
+    async def _existing_activity(self, strava_id: str) -> tuple[UUID, UUID | None] | None:
+        if self._known is not None:
+            return self._known.get(strava_id)
+        async with self.pool.acquire() as connection:
+            existing = await db.select_activity_by_strava_id(connection, self.owner_id,
+                                                             strava_id)
+        return (existing.id, existing.import_id) if existing is not None else None
+
+    def _remember(self, activity: StravaActivity, activity_id: UUID) -> None:
+        self._counted.add(activity_id)
+        if self._known is not None:
+            self._known[activity.strava_id] = (activity_id, self.id)
+
     async def _insert_activity(self, activity: StravaActivity) -> str:
         """An activity without a file (entered by hand on Strava)."""
         activity_id = uuid4()
@@ -515,7 +625,7 @@ class ImportJob:
                     filename=None, size_bytes=None, sha256=None)
         except asyncpg.UniqueViolationError:
             return "duplicate"
-        self._counted.add(activity_id)
+        self._remember(activity, activity_id)
         return "imported"
 
     async def _store_activity(self, activity: StravaActivity, entry: Entry, fmt: str,
@@ -527,15 +637,16 @@ class ImportJob:
         loop = asyncio.get_running_loop()
         activity_id = uuid4()
         try:
-            async with contextlib.aclosing(archive.iter_entry(entry)) as chunks, \
+            async with self._streaming(entry), \
+                    contextlib.aclosing(archive.iter_entry(entry)) as chunks, \
                     storage.receive(chunks, max_bytes=self.worker.max_file_size_bytes
                                     ) as received:
                 await loop.run_in_executor(None, check_activity_file, str(received.path), fmt,
                                            received.size, self.settings.limits)
                 # Row, rename and commit run to completion even if the job is cancelled,
                 # so that a commit that happened is never undone on disk only.
-                outcome = await settled(self._commit_activity(
-                    activity, received, fmt, display_name, activity_id))
+                outcome = await self._commit_activity(activity, received, fmt, display_name,
+                                                      activity_id)
         except ActivityFileError as exc:
             self.progress.skipped_invalid += 1
             self.progress.error(entry.name, exc.code, exc.message)
@@ -547,36 +658,21 @@ class ImportJob:
             self.progress.error(entry.name, exc.code, exc.message)
             return "invalid"
         if outcome == "imported":
-            self._counted.add(activity_id)
+            self._remember(activity, activity_id)
         return outcome
 
-    async def _commit_activity(self, activity: StravaActivity, received: Any, fmt: str,
+    async def _commit_activity(self, activity: StravaActivity, received: Received, fmt: str,
                                display_name: str, activity_id: UUID) -> str:
-        files = self.worker.files
-        final = files.activity_path(self.owner_id, activity_id)
-        try:
-            async with self.pool.acquire() as connection, connection.transaction():
-                if await db.select_activity_by_sha256(connection, self.owner_id,
-                                                      received.sha256):
-                    return "duplicate"
-                await db.insert_activity(
-                    connection, id=activity_id, owner_id=self.owner_id,
-                    strava_id=activity.strava_id, import_id=self.id,
-                    started_at=activity.started_at, name=activity.name,
-                    activity_type=activity.activity_type,
-                    distance_meters=activity.distance_meters,
-                    elapsed_seconds=activity.elapsed_seconds, file_format=fmt,
-                    filename=_display_name(display_name), size_bytes=received.size,
-                    sha256=received.sha256)
-                await files.place(received, final)
-        except asyncpg.UniqueViolationError:
-            return "duplicate"
-        except BaseException:
-            if received.placed:
-                # The row did not commit, so its file must not stay.
-                await files.remove(final)
-            raise
-        return "imported"
+        row = db.ActivityFileRow(
+            id=activity_id, owner_id=self.owner_id, strava_id=activity.strava_id,
+            import_id=self.id, started_at=activity.started_at, name=activity.name,
+            activity_type=activity.activity_type, distance_meters=activity.distance_meters,
+            elapsed_seconds=activity.elapsed_seconds, file_format=fmt,
+            filename=_display_name(display_name), size_bytes=received.size,
+            sha256=received.sha256)
+        final = self.worker.files.activity_path(self.owner_id, activity_id)
+        inserted = await self._activity_commits.commit(row, received, final)
+        return "imported" if inserted else "duplicate"
 
     def _reference_problem(self, value: str, problem: str, folder: str) -> None:
         shown = _printable(value)
@@ -606,7 +702,8 @@ class ImportJob:
         entry = archive.get(name)
         assert entry is not None
         try:
-            async with contextlib.aclosing(archive.iter_entry(entry)) as chunks:
+            async with self._streaming(entry), \
+                    contextlib.aclosing(archive.iter_entry(entry)) as chunks:
                 item = await self.worker.ingestor.ingest(
                     chunks, filename=filename or posixpath.basename(name),
                     owner_id=self.owner_id, workout_id=workout_id, caption=caption,

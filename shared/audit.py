@@ -26,6 +26,7 @@ from aiohttp import web
 from shared.config import Env
 from shared.errors import ValidationError
 from shared.keys import DB_POOL
+from shared.web import page_limit
 
 ACTOR_ADMIN = "admin"
 SUCCESS = "success"
@@ -80,13 +81,7 @@ def decode_position(value: str) -> Position:
 
 
 def parse_limit(value: str | None) -> int:
-    if value is None or value == "":
-        return DEFAULT_PAGE_SIZE
-    if (len(value) > 3 or not value.isascii() or not value.isdigit()
-            or not 1 <= int(value) <= MAX_PAGE_SIZE):
-        raise ValidationError("limit", f"'limit' must be a whole number from 1 to "
-                              f"{MAX_PAGE_SIZE}.", code="invalid_limit")
-    return int(value)
+    return page_limit(value, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
 
 
 def page_query(request: web.Request) -> tuple[int, Position | None]:

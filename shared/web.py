@@ -181,6 +181,20 @@ def optional_str(data: Mapping[str, Any], field: str) -> str | None:
     return value
 
 
+def page_limit(value: str | None, *, default: int, maximum: int) -> int:
+    """A ``limit`` query parameter: a whole number from 1 to ``maximum``; absent, ``default``.
+
+    The length is checked first, so that no huge digit string is ever converted.
+    """
+    if value is None or value == "":
+        return default
+    if (len(value) > len(str(maximum)) or not value.isascii() or not value.isdigit()
+            or not 1 <= int(value) <= maximum):
+        raise ValidationError("limit", f"'limit' must be a whole number from 1 to {maximum}.",
+                              code="invalid_limit")
+    return int(value)
+
+
 def json_response(data: Any, status: int = 200,
                   headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response(data, status=status, headers=headers)

@@ -28,6 +28,7 @@ from uuid import UUID
 import filetype
 
 from shared.errors import RangeNotSatisfiableError, UnsupportedMediaTypeError, ValidationError
+from shared.web import page_limit
 
 SNIFF_BYTES = 8192
 MAX_FILENAME_LENGTH = 255
@@ -360,13 +361,7 @@ def decode_cursor(value: str) -> Cursor:
 
 
 def parse_limit(value: str | None) -> int:
-    if value is None or value == "":
-        return DEFAULT_PAGE_SIZE
-    if (len(value) > 3 or not value.isascii() or not value.isdigit()
-            or not 1 <= int(value) <= MAX_PAGE_SIZE):
-        raise ValidationError("limit", f"'limit' must be a whole number from 1 to "
-                              f"{MAX_PAGE_SIZE}.", code="invalid_limit")
-    return int(value)
+    return page_limit(value, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
 
 
 def parse_media_id(value: str) -> UUID | None:

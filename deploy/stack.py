@@ -26,6 +26,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -311,7 +312,12 @@ class Stack:
         return urlunsplit((parts.scheme, parts.netloc, f"/{self.database}", parts.query, ""))
 
     async def _start_pgserver(self) -> str:
-        import pgserver
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime folder at import; without a login
+            # session (no XDG_RUNTIME_DIR) it falls back to one under /tmp and warns about
+            # it on the console the user is reading.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            import pgserver
 
         folder = self.root / "pg"
         self._echo(f"stack   | starting PostgreSQL in {folder}")

@@ -101,13 +101,15 @@ def raw_disk(source: Path, folder: Path) -> Sample:
 
 
 def nginx_block(listen_port: int, gateway_port: int) -> str:
-    # As in production: bodies stream to the gateway instead of being spooled to disk.
+    # As in production (deploy/nginx/nginx.conf): bodies stream to the gateway instead of
+    # being spooled to disk, read from the client in up to 256 KiB at a time.
     return f"""
     upstream gateway {{ server 127.0.0.1:{gateway_port}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{listen_port};
         client_max_body_size 600m;
         proxy_request_buffering off;
+        client_body_buffer_size 256k;
         proxy_buffering off;
         proxy_http_version 1.1;
         proxy_read_timeout 600s;

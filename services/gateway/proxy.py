@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
+from functools import partial
 from urllib.parse import quote
 
 import aiohttp
@@ -72,12 +73,17 @@ class BodyStream:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             request.writer.output_size = 0
         content = request.content
+        # A body of declared length goes on in the pieces the socket delivered: readany()
+        # would first join whatever is buffered into a new bytes object, one more copy of
+        # every byte. A chunked body keeps readany(), which merges the client's chunks,
+        # however small, instead of forwarding each one on its own.
+        read = content.readany if self._expected is None else partial(_next_piece, content)
         limit = self._limit
         idle = self._idle_timeout
         try:
             while True:
                 async with asyncio.timeout(idle):
-                    chunk = await content.readany()
+                    chunk = await read()
                 if not chunk:
                     break
                 self.received += len(chunk)
@@ -94,6 +100,12 @@ class BodyStream:
         if self._expected is not None and self.received != self._expected:
             self.client_gone = True
             raise ClientGoneError
+
+
+async def _next_piece(content: aiohttp.StreamReader) -> bytes:
+    """One buffered piece of a body without chunked framing; ``b""`` at its end."""
+    piece, _ = await content.readchunk()
+    return piece
 
 
 async def expect_handler(request: web.Request) -> None:

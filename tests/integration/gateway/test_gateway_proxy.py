@@ -328,6 +328,86 @@ async def test_client_disconnect_mid_upload_aborts_the_upstream_request(
     assert record.size <= 200_000
 
 
+async def test_body_of_declared_length_in_many_pieces_reaches_upstream_whole_with_its_length(
+        user: Browser, gateway: TestServer, echo: EchoUpstream) -> None:
+    # Pieces are forwarded as the socket delivers them, not joined first: many small
+    # writes, each one a separate read for the gateway, must still add up to the body.
+    payload = os.urandom(300_000)
+    head = head_for(gateway, "POST", "/api/media", user.token or "",
+                    f"Content-Length: {len(payload)}\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(head.encode())
+        for start in range(0, len(payload), 7_000):
+            writer.write(payload[start:start + 7_000])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        answer = await asyncio.wait_for(read_response(reader), 5)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    record = echo.received[-1]
+    assert record.complete
+    assert record.headers["Content-Length"] == str(len(payload))
+    assert record.size == len(payload)
+    assert record.sha256 == hashlib.sha256(payload).hexdigest()
+
+
+async def test_body_longer_than_declared_goes_upstream_only_up_to_the_declared_length(
+        user: Browser, gateway: TestServer, echo: EchoUpstream) -> None:
+    payload = os.urandom(100_000)
+    head = head_for(gateway, "POST", "/api/media", user.token or "",
+                    f"Content-Length: {len(payload)}\r\n")
+    # What follows the declared length is not body but the connection's next request.
+    after = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n\r\n".encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(head.encode() + payload + after)
+        await writer.drain()
+        first = await asyncio.wait_for(read_response(reader), 5)
+        second = await asyncio.wait_for(read_response(reader), 5)
+    finally:
+        writer.close()
+    assert first.startswith(b"HTTP/1.1 200 ")
+    assert second.startswith(b"HTTP/1.1 200 ")
+    assert len(echo.received) == 1
+    record = echo.received[-1]
+    assert record.complete
+    assert record.size == len(payload)
+    assert record.sha256 == hashlib.sha256(payload).hexdigest()
+
+
+async def test_body_shorter_than_declared_aborts_the_upstream_request(
+        user: Browser, gateway: TestServer, echo: EchoUpstream) -> None:
+    head = head_for(gateway, "POST", "/api/media", user.token or "",
+                    "Content-Length: 300000\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(head.encode() + os.urandom(250_000))
+        await writer.drain()
+        assert await wait_until(lambda: bool(echo.received), timeout=5)
+        # Half-close: the client is done sending though it promised 50,000 more bytes,
+        # and it still listens for an answer.
+        writer.write_eof()
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+    assert await wait_until(lambda: echo.finished.is_set(), timeout=5)
+    record = echo.received[-1]
+    assert not record.complete
+    assert record.error is not None
+    assert record.size < 300_000
+    assert not answer.startswith(b"HTTP/1.1 2")
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length, head and body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\r$", head)
+    body = await reader.readexactly(int(length.group(1))) if length else b""
+    return head + body
+
+
 async def test_client_disconnect_mid_chunked_upload_aborts_the_upstream_request(
         user: Browser, gateway: TestServer, echo: EchoUpstream) -> None:
     head = head_for(gateway, "POST", "/api/media", user.token or "",

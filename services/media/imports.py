@@ -18,7 +18,6 @@ import json
 import posixpath
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -29,6 +28,7 @@ from aiohttp import web
 from services.media import audit
 from services.media import import_store as db
 from services.media.archive import Archive, ArchiveError, Entry, open_archive
+from services.media.commit_batches import ActivityCommits, MediaCommits
 from services.media.import_files import ImportFiles
 from services.media.import_settings import ImportSettings
 from services.media.import_store import Progress
@@ -63,8 +63,6 @@ ITEM_CONCURRENCY = 8
 # batches in memory, a smaller entry only its own size, so an archive of large photos
 # costs about what one of small files does.
 LARGE_ENTRIES_AT_ONCE = 2
-# Activity files committed together at most; bounds one transaction and one statement.
-COMMIT_BATCH_MAX = 64
 # How long a stopping or cancelled job may take to finish the items it has begun.
 DRAIN_SECONDS = 15.0
 
@@ -196,80 +194,6 @@ class ImportWorker:
             await db.requeue_imports(connection, [import_id])
 
 
-class ActivityCommits:
-    """Commits received activity files in batches: one transaction, one statement and one
-    directory fsync for all the entries that finished receiving while the previous batch
-    was committing, instead of one of each per entry.
-
-    Each file is fsynced before it is handed over, and a batch's rows commit only after
-    its renames are durable, so a crash never leaves a row naming a missing or partial
-    file; files renamed by a batch whose commit did not happen are removed again, or
-    found by the consistency check.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, files: ImportFiles,
-                 max_batch: int = COMMIT_BATCH_MAX) -> None:
-        self.pool = pool
-        self.files = files
-        self.max_batch = max_batch
-        self._queue: list[tuple[db.ActivityFileRow, Received, Path,
-                                asyncio.Future[bool]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-
-    async def commit(self, row: db.ActivityFileRow, received: Received, final: Path) -> bool:
-        """Insert ``row`` and move its file to ``final``; False for a duplicate.
-
-        Runs to its end even if the caller is cancelled: the file must not be removed
-        while its batch may still rename it, and a commit that happened is kept.
-        """
-        outcome: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((row, received, final, outcome))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        return await settled(outcome)
-
-    async def _flush(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-            try:
-                inserted = await self._commit_batch(batch)
-            except BaseException as exc:
-                for *_, outcome in batch:
-                    if outcome.done():
-                        continue
-                    if isinstance(exc, asyncio.CancelledError):
-                        outcome.cancel()
-                    else:
-                        outcome.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for row, _, _, outcome in batch:
-                if not outcome.done():
-                    outcome.set_result(row.id in inserted)
-
-    async def _commit_batch(self, batch: list[tuple[db.ActivityFileRow, Received, Path,
-                                                    asyncio.Future[bool]]]) -> set[UUID]:
-        placed: list[Path] = []
-        try:
-            async with self.pool.acquire() as connection, connection.transaction():
-                inserted = await db.insert_activity_files(connection,
-                                                          [row for row, *_ in batch])
-                moves = [(received, final) for row, received, final, _ in batch
-                         if row.id in inserted]
-                # Listed before the move: whatever of it happened is undone on failure.
-                placed = [final for _, final in moves]
-                await self.files.place_all(moves)
-        except BaseException:
-            if placed:
-                # The rows did not commit, so the files they would have named must go.
-                await self.files.remove_all(placed)
-                for _, received, _, _ in batch:
-                    received.placed = False
-            raise
-        return inserted
-
-
 class ImportJob:
     """One attempt at processing one import."""
 
@@ -292,6 +216,8 @@ class ImportJob:
         self._counted: set[UUID] = set()
         self._unlinked: list[UUID] = []
         self._activity_commits = ActivityCommits(self.pool, worker.files)
+        self._media_commits = MediaCommits(self.pool, worker.files, worker.storage,
+                                           worker.ingestor.limits.quota_bytes)
         self._large_entries = asyncio.Semaphore(LARGE_ENTRIES_AT_ONCE)
         # strava id → (activity id, import id) of the owner's activities, read once for
         # the whole archive; None to look each one up (a Tempo export).
@@ -707,7 +633,8 @@ class ImportJob:
                 item = await self.worker.ingestor.ingest(
                     chunks, filename=filename or posixpath.basename(name),
                     owner_id=self.owner_id, workout_id=workout_id, caption=caption,
-                    declared_size=entry.declared_size, deduplicate=True)
+                    declared_size=entry.declared_size, deduplicate=True,
+                    commit=self._media_commits.commit_media)
         except ArchiveError:
             raise
         except DuplicateMediaError as exc:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, Iterable
+import functools
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -65,6 +65,11 @@ class DuplicateMediaError(ConflictError):
         self.existing = existing
 
 
+# Commits one received file: ``_commit_or_nothing`` bound to a pool and storage, or an
+# import's batch. Returns the stored item, or raises as ``ingest_media`` documents.
+CommitMedia = Callable[[Received, store.NewMedia, bool], Awaitable[store.MediaItem]]
+
+
 async def ingest_media(
     chunks: AsyncIterable[bytes],
     *,
@@ -78,6 +83,7 @@ async def ingest_media(
     declared_type: str | None = None,
     declared_size: int | None = None,
     deduplicate: bool = False,
+    commit: CommitMedia | None = None,
 ) -> store.MediaItem:
     """Stream ``chunks`` into storage as a new media item owned by ``owner_id``.
 
@@ -88,7 +94,9 @@ async def ingest_media(
     ``declared_size``, when known in advance, is refused before a byte is written if it
     is over the size limit or the remaining quota. With ``deduplicate``, bytes identical
     to an item the owner already has are not stored again: ``DuplicateMediaError``
-    carries the existing item.
+    carries the existing item. ``commit``, when given, stores the received file instead
+    of a transaction of its own (an import's batches); it applies ``commit_media_rows``
+    and gives the same guarantees.
 
     Returns the stored item. Raises a ``ServiceError``: ``ValidationError`` (400) for a
     missing name or a bad ``workout_id``/``caption``, ``UnsupportedMediaTypeError`` (415)
@@ -99,11 +107,14 @@ async def ingest_media(
     need not drain it.
     """
     display_name = sanitize_filename(filename)
+    if commit is None:
+        commit = functools.partial(_commit_or_nothing, pool=pool, storage=storage,
+                                   limits=limits)
     try:
         item = await _ingest(chunks, display_name=display_name, owner_id=owner_id, pool=pool,
                              storage=storage, limits=limits, workout_id=workout_id,
                              caption=caption, declared_size=declared_size,
-                             deduplicate=deduplicate)
+                             deduplicate=deduplicate, commit=commit)
     except BaseException as exc:
         INGESTED.labels(exc.code if isinstance(exc, ServiceError) else "error").inc()
         log.info("media_not_stored", code=getattr(exc, "code", type(exc).__name__),
@@ -119,7 +130,7 @@ async def ingest_media(
 async def _ingest(chunks: AsyncIterable[bytes], *, display_name: str, owner_id: UUID,
                   pool: asyncpg.Pool, storage: MediaStorage, limits: UploadLimits,
                   workout_id: str | None, caption: str | None, declared_size: int | None,
-                  deduplicate: bool) -> store.MediaItem:
+                  deduplicate: bool, commit: CommitMedia) -> store.MediaItem:
     if not display_name:
         raise ValidationError("filename", "The file has no usable file name.",
                               code="missing_filename")
@@ -145,11 +156,14 @@ async def _ingest(chunks: AsyncIterable[bytes], *, display_name: str, owner_id: 
 
     try:
         async with storage.receive(chunks, max_bytes=max_bytes, on_head=check_head) as received:
-            return await _commit_or_nothing(
-                received, media_types[0], owner_id=owner_id, filename=display_name,
-                pool=pool, storage=storage, limits=limits, workout_id=workout_id,
-                caption=caption, deduplicate=deduplicate,
-            )
+            mime = media_types[0].mime
+            dimensions = image_dimensions(mime, received.head)
+            row = store.NewMedia(
+                id=uuid4(), owner_id=owner_id, filename=display_name, mime_type=mime,
+                size_bytes=received.size, sha256=received.sha256, workout_id=workout_id,
+                caption=caption, width=dimensions[0] if dimensions else None,
+                height=dimensions[1] if dimensions else None)
+            return await commit(received, row, deduplicate)
     except SizeLimitExceededError as exc:
         # The stream was cut at the remaining quota rather than at the size limit.
         if remaining is not None and exc.limit == remaining < limits.max_file_size_bytes:
@@ -157,57 +171,97 @@ async def _ingest(chunks: AsyncIterable[bytes], *, display_name: str, owner_id: 
         raise
 
 
-async def _commit_or_nothing(received: Received, media_type: MediaType, *,
-                             owner_id: UUID, pool: asyncpg.Pool, storage: MediaStorage,
-                             **details: Any) -> store.MediaItem:
+async def commit_media_rows(connection: asyncpg.Connection, rows: list[store.NewMedia], *,
+                            quota_bytes: int | None, deduplicate: bool
+                            ) -> list[store.MediaItem | ServiceError]:
+    """Insert the rows that pass the owner's quota and, with ``deduplicate``, are not
+    bytes the owner already has (in the open transaction); per row, the inserted item or
+    the refusal (``QuotaExceededError``, ``DuplicateMediaError``), so that one refused
+    row does not fail the others. The quota is checked first, then duplicates, in row
+    order, as for rows committed one by one."""
+    outcomes: list[store.MediaItem | ServiceError | None] = [None] * len(rows)
+    by_owner: dict[UUID, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_owner.setdefault(row.owner_id, []).append(index)
+    accepted: list[int] = []
+    # index of a row → the earlier row of the same batch with the same bytes.
+    copies: dict[int, int] = {}
+    for owner_id, indices in by_owner.items():
+        used: int | None = None
+        if quota_bytes is not None:
+            await store.lock_owner(connection, owner_id)
+            used = await store.owner_usage_bytes(connection, owner_id)
+        existing = (await store.select_media_by_sha256s(
+            connection, owner_id, sorted({rows[index].sha256 for index in indices}))
+                    if deduplicate else {})
+        first_in_batch: dict[str, int] = {}
+        for index in indices:
+            row = rows[index]
+            if used is not None and quota_bytes is not None \
+                    and used + row.size_bytes > quota_bytes:
+                outcomes[index] = QuotaExceededError()
+                continue
+            if deduplicate:
+                earlier = existing.get(row.sha256)
+                if earlier is not None:
+                    outcomes[index] = DuplicateMediaError(earlier)
+                    continue
+                if row.sha256 in first_in_batch:
+                    copies[index] = first_in_batch[row.sha256]
+                    continue
+                first_in_batch[row.sha256] = index
+            if used is not None:
+                used += row.size_bytes
+            accepted.append(index)
+    items = await store.insert_media_rows(connection, [rows[index] for index in accepted])
+    for index in accepted:
+        outcomes[index] = items[rows[index].id]
+    for index, first in copies.items():
+        outcomes[index] = DuplicateMediaError(items[rows[first].id])
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+async def _commit_or_nothing(received: Received, row: store.NewMedia, deduplicate: bool, *,
+                             pool: asyncpg.Pool, storage: MediaStorage,
+                             limits: UploadLimits) -> store.MediaItem:
     """``_commit``, run to its end even when cancelled; a cancelled caller never learns of
     the item, so an item that committed anyway is removed again."""
-    commit = asyncio.ensure_future(_commit(received, media_type, owner_id=owner_id,
-                                           pool=pool, storage=storage, **details))
+    commit = asyncio.ensure_future(_commit(received, row, deduplicate, pool=pool,
+                                           storage=storage, limits=limits))
     try:
         return await asyncio.shield(commit)
     except asyncio.CancelledError:
         with contextlib.suppress(BaseException):
             await asyncio.wait([commit])
         if commit.done() and not commit.cancelled() and commit.exception() is None:
-            await settled(delete_media(pool, storage, owner_id, commit.result().id))
+            await settled(delete_media(pool, storage, row.owner_id, commit.result().id))
         raise
 
 
-async def _commit(received: Received, media_type: MediaType, *, owner_id: UUID,
-                  filename: str, pool: asyncpg.Pool, storage: MediaStorage,
-                  limits: UploadLimits, workout_id: str | None, caption: str | None,
-                  deduplicate: bool) -> store.MediaItem:
+async def _commit(received: Received, row: store.NewMedia, deduplicate: bool, *,
+                  pool: asyncpg.Pool, storage: MediaStorage,
+                  limits: UploadLimits) -> store.MediaItem:
     """Insert the row, rename the file into place, commit; undo the file if it fails."""
-    media_id = uuid4()
-    dimensions = image_dimensions(media_type.mime, received.head)
+    committed = False
     try:
-        async with pool.acquire() as connection, connection.transaction():
-            if limits.quota_bytes is not None:
-                await store.lock_owner(connection, owner_id)
-                used = await store.owner_usage_bytes(connection, owner_id)
-                if used + received.size > limits.quota_bytes:
-                    raise QuotaExceededError()
-            if deduplicate:
-                existing = await store.select_media_by_sha256(connection, owner_id,
-                                                              received.sha256)
-                if existing is not None:
-                    raise DuplicateMediaError(existing)
-            item = await store.insert_media(
-                connection, id=media_id, owner_id=owner_id, filename=filename,
-                mime_type=media_type.mime, size_bytes=received.size, sha256=received.sha256,
-                workout_id=workout_id, caption=caption,
-                width=dimensions[0] if dimensions else None,
-                height=dimensions[1] if dimensions else None,
-            )
-            await storage.place(received, owner_id, media_id)
+        async with pool.acquire() as connection:
+            async with connection.transaction():
+                (outcome,) = await commit_media_rows(connection, [row],
+                                                     quota_bytes=limits.quota_bytes,
+                                                     deduplicate=deduplicate)
+                if isinstance(outcome, ServiceError):
+                    raise outcome
+                await storage.place(received, row.owner_id, row.id)
+            # A failure from here on (handing the connection back) leaves the row
+            # committed, so its file must stay.
+            committed = True
     except BaseException:
-        if received.placed:
+        if received.placed and not committed:
             # The row never committed, so the file it would have described must go.
-            await storage.remove(owner_id, media_id)
+            await storage.remove(row.owner_id, row.id)
             received.placed = False
         raise
-    return item
+    return outcome
 
 
 async def delete_media(pool: asyncpg.Pool, storage: MediaStorage, owner_id: UUID,
@@ -252,14 +306,14 @@ class MediaIngestor:
     async def ingest(self, chunks: AsyncIterable[bytes], *, filename: str | None,
                      owner_id: UUID, workout_id: str | None = None,
                      caption: str | None = None, declared_type: str | None = None,
-                     declared_size: int | None = None,
-                     deduplicate: bool = False) -> store.MediaItem:
+                     declared_size: int | None = None, deduplicate: bool = False,
+                     commit: CommitMedia | None = None) -> store.MediaItem:
         """See ``ingest_media``."""
         return await ingest_media(
             chunks, filename=filename, owner_id=owner_id, pool=self.pool,
             storage=self.storage, limits=self.limits, workout_id=workout_id,
             caption=caption, declared_type=declared_type, declared_size=declared_size,
-            deduplicate=deduplicate,
+            deduplicate=deduplicate, commit=commit,
         )
 
     async def delete(self, owner_id: UUID, media_id: UUID) -> bool:

@@ -71,6 +71,41 @@ async def insert_media(connection: asyncpg.Connection, *, id: UUID, owner_id: UU
     return _item(row)
 
 
+@dataclass(frozen=True, slots=True)
+class NewMedia:
+    """A received file's row, not yet inserted."""
+
+    id: UUID
+    owner_id: UUID
+    filename: str
+    mime_type: str
+    size_bytes: int
+    sha256: str
+    workout_id: str | None
+    caption: str | None
+    width: int | None
+    height: int | None
+
+
+async def insert_media_rows(connection: asyncpg.Connection,
+                            rows: list[NewMedia]) -> dict[UUID, MediaItem]:
+    """Insert several items in one statement; the inserted items by id."""
+    if not rows:
+        return {}
+    columns = list(zip(*((row.id, row.owner_id, row.filename, row.mime_type, row.size_bytes,
+                          row.sha256, row.workout_id, row.caption, row.width, row.height)
+                         for row in rows), strict=True))
+    inserted = await connection.fetch(
+        "INSERT INTO media.media (id, owner_id, filename, mime_type, size_bytes, sha256,"
+        " workout_id, caption, width, height)"
+        " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int8[],"
+        " $6::text[], $7::text[], $8::text[], $9::int4[], $10::int4[])"
+        " RETURNING id, owner_id, filename, mime_type, size_bytes, sha256,"
+        " workout_id, caption, width, height, created_at, broken_at, broken_reason",
+        *(list(column) for column in columns))
+    return {row["id"]: _item(row) for row in inserted}
+
+
 async def select_media(connection: asyncpg.Connection, owner_id: UUID,
                        media_id: UUID) -> MediaItem | None:
     row = await connection.fetchrow(
@@ -109,6 +144,19 @@ async def select_media_by_sha256(connection: asyncpg.Connection, owner_id: UUID,
         owner_id, sha256,
     )
     return _item(row) if row else None
+
+
+async def select_media_by_sha256s(connection: asyncpg.Connection, owner_id: UUID,
+                                  sha256s: list[str]) -> dict[str, MediaItem]:
+    """``select_media_by_sha256`` for several digests at once: the oldest item of each."""
+    rows = await connection.fetch(
+        "SELECT DISTINCT ON (sha256) id, owner_id, filename, mime_type, size_bytes, sha256,"
+        " workout_id, caption, width, height, created_at, broken_at, broken_reason"
+        " FROM media.media WHERE owner_id = $1 AND sha256 = ANY($2::text[])"
+        " ORDER BY sha256, created_at",
+        owner_id, sha256s,
+    )
+    return {row["sha256"]: _item(row) for row in rows}
 
 
 _UNSET: Any = object()

@@ -21,8 +21,9 @@ from import_support import (
 )
 
 from services.media import import_store as db
+from services.media.commit_batches import ActivityCommits
 from services.media.import_files import ImportFiles
-from services.media.imports import LARGE_ENTRIES_AT_ONCE, ActivityCommits
+from services.media.imports import LARGE_ENTRIES_AT_ONCE
 from services.media.keys import STORAGE
 from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received
 from shared.keys import DB_POOL

@@ -6,6 +6,7 @@ import asyncio
 import io
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from services.media.import_files import ImportFiles
+from services.media.storage import MediaStorage
 from shared.keys import DB_POOL
 from tests.media_archives import Row, activities_csv, fit_gz, gpx, jpeg, png, zip_bytes
 
@@ -152,3 +155,26 @@ def realistic_export() -> bytes:
         ("media/red-copy.jpg", RED),
         ("profile.csv", b"Name\nRunner\n"),
     ])
+
+
+async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def temp_files(storage: MediaStorage) -> list[Path]:
+    return list(storage.temp_dir.iterdir())
+
+
+class CommitFailed(Exception):
+    """Raised by ``fail_after_placing``."""
+
+
+def fail_after_placing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every batch fail after its files were renamed into place, before its commit."""
+    real_place_all = ImportFiles.place_all
+
+    async def place_then_fail(self: ImportFiles, moves: Any) -> None:
+        await real_place_all(self, moves)
+        raise CommitFailed()
+
+    monkeypatch.setattr(ImportFiles, "place_all", place_then_fail)

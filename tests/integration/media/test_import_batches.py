@@ -10,13 +10,16 @@ import hashlib
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from import_support import (
+    CommitFailed,
     clean_import_tables,  # noqa: F401 - a fixture, used through pytestmark
+    fail_after_placing,
+    one_chunk,
     start_import,
     summary_counts,
+    temp_files,
     wait_for,
 )
 
@@ -30,10 +33,6 @@ from shared.keys import DB_POOL
 from tests.media_archives import Row, activities_csv, noise_jpeg, zip_bytes
 
 pytestmark = pytest.mark.usefixtures("clean_import_tables")
-
-
-async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def activity_row(owner_id: uuid.UUID, data: bytes, strava_id: str) -> db.ActivityFileRow:
@@ -60,10 +59,6 @@ async def stored(api, owner_id: uuid.UUID) -> tuple[set[uuid.UUID], set[str]]:
     folder = api.root / ".activities" / str(owner_id)
     names = {path.name for path in folder.iterdir()} if folder.is_dir() else set()
     return ids, names
-
-
-def temp_files(storage: MediaStorage) -> list[Path]:
-    return list(storage.temp_dir.iterdir())
 
 
 async def test_concurrent_entries_commit_rows_and_files_together(api) -> None:
@@ -110,16 +105,7 @@ async def test_a_batch_whose_commit_fails_leaves_no_file_and_no_row(api, monkeyp
     files = ImportFiles(storage)
     commits = ActivityCommits(api.app[DB_POOL], files)
     owner_id = uuid.uuid4()
-    real_place_all = ImportFiles.place_all
-
-    class CommitFailed(Exception):
-        pass
-
-    async def place_then_fail(self, moves) -> None:
-        await real_place_all(self, moves)
-        raise CommitFailed()
-
-    monkeypatch.setattr(ImportFiles, "place_all", place_then_fail)
+    fail_after_placing(monkeypatch)
     outcomes = await asyncio.gather(*(
         commit_one(commits, files, storage, owner_id, f"<gpx>{index}</gpx>".encode(),
                    str(index + 1))

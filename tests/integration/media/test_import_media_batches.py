@@ -9,13 +9,16 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from import_support import (
+    CommitFailed,
     clean_import_tables,  # noqa: F401 - a fixture, used through pytestmark
+    fail_after_placing,
     import_done,
+    one_chunk,
     summary_counts,
+    temp_files,
 )
 
 from services.media import ingest, store
@@ -28,10 +31,6 @@ from shared.keys import DB_POOL
 from tests.media_archives import HTML_PAGE, Row, activities_csv, jpeg, zip_bytes
 
 pytestmark = pytest.mark.usefixtures("clean_import_tables")
-
-
-async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 def photo(index: int) -> bytes:
@@ -70,10 +69,6 @@ async def stored(api, owner_id: uuid.UUID) -> tuple[set[uuid.UUID], set[str]]:
     folder = api.root / str(owner_id)
     names = {path.name for path in folder.iterdir()} if folder.is_dir() else set()
     return ids, names
-
-
-def temp_files(storage: MediaStorage) -> list[Path]:
-    return list(storage.temp_dir.iterdir())
 
 
 @pytest.fixture
@@ -158,16 +153,7 @@ async def test_a_photo_over_the_quota_is_refused_alone_in_its_batch(api, owner_i
 async def test_a_photo_batch_whose_commit_fails_leaves_no_file_and_no_row(
         api, owner_id, monkeypatch) -> None:
     storage = api.app[STORAGE]
-    real_place_all = ImportFiles.place_all
-
-    class CommitFailed(Exception):
-        pass
-
-    async def place_then_fail(self, moves) -> None:
-        await real_place_all(self, moves)
-        raise CommitFailed()
-
-    monkeypatch.setattr(ImportFiles, "place_all", place_then_fail)
+    fail_after_placing(monkeypatch)
     rows = [(media_row(owner_id, photo(index)), photo(index)) for index in range(5)]
     outcomes = await commit_together(media_commits(api), storage, rows)
     assert all(isinstance(outcome, CommitFailed) for outcome in outcomes)

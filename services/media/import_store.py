@@ -329,13 +329,6 @@ async def select_activity_keys_by_strava_ids(connection: asyncpg.Connection, own
     return {row["strava_id"]: (row["id"], row["import_id"]) for row in rows}
 
 
-async def select_activity_by_sha256(connection: asyncpg.Connection, owner_id: UUID,
-                                    sha256: str) -> Activity | None:
-    row = await connection.fetchrow(
-        "SELECT * FROM media.activities WHERE owner_id = $1 AND sha256 = $2", owner_id, sha256)
-    return Activity(**dict(row)) if row else None
-
-
 async def insert_activity(connection: asyncpg.Connection, *, id: UUID, owner_id: UUID,
                           strava_id: str, import_id: UUID | None,
                           started_at: datetime | None, name: str, activity_type: str,

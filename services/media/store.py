@@ -55,22 +55,6 @@ def _item(row: asyncpg.Record) -> MediaItem:
     return MediaItem(**dict(row))
 
 
-async def insert_media(connection: asyncpg.Connection, *, id: UUID, owner_id: UUID,
-                       filename: str, mime_type: str, size_bytes: int, sha256: str,
-                       workout_id: str | None, caption: str | None, width: int | None,
-                       height: int | None) -> MediaItem:
-    row = await connection.fetchrow(
-        "INSERT INTO media.media (id, owner_id, filename, mime_type, size_bytes, sha256,"
-        " workout_id, caption, width, height)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        " RETURNING id, owner_id, filename, mime_type, size_bytes, sha256,"
-        " workout_id, caption, width, height, created_at, broken_at, broken_reason",
-        id, owner_id, filename, mime_type, size_bytes, sha256, workout_id, caption,
-        width, height,
-    )
-    return _item(row)
-
-
 @dataclass(frozen=True, slots=True)
 class NewMedia:
     """A received file's row, not yet inserted."""
@@ -134,21 +118,9 @@ async def select_media_page(connection: asyncpg.Connection, owner_id: UUID, *,
     return [_item(row) for row in rows]
 
 
-async def select_media_by_sha256(connection: asyncpg.Connection, owner_id: UUID,
-                                 sha256: str) -> MediaItem | None:
-    row = await connection.fetchrow(
-        "SELECT id, owner_id, filename, mime_type, size_bytes, sha256, workout_id,"
-        " caption, width, height, created_at, broken_at, broken_reason"
-        " FROM media.media WHERE owner_id = $1 AND sha256 = $2"
-        " ORDER BY created_at LIMIT 1",
-        owner_id, sha256,
-    )
-    return _item(row) if row else None
-
-
 async def select_media_by_sha256s(connection: asyncpg.Connection, owner_id: UUID,
                                   sha256s: list[str]) -> dict[str, MediaItem]:
-    """``select_media_by_sha256`` for several digests at once: the oldest item of each."""
+    """The owner's oldest item with each of these digests, by digest."""
     rows = await connection.fetch(
         "SELECT DISTINCT ON (sha256) id, owner_id, filename, mime_type, size_bytes, sha256,"
         " workout_id, caption, width, height, created_at, broken_at, broken_reason"

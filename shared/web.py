@@ -71,6 +71,12 @@ def problem_response(status: int, code: str, message: str, *, request_id: str | 
     return response
 
 
+def generic_problem(status: int, *, request_id: str | None) -> web.Response:
+    """A problem document for ``status`` whose text is fixed: nothing of the request in it."""
+    code, message = _GENERIC_BY_STATUS.get(status, ("error", "The request failed."))
+    return problem_response(status, code, message, request_id=request_id)
+
+
 def request_id_middleware(trust_incoming: Callable[[web.Request], bool]) -> Any:
     """Give every request an id: kept from the caller when trusted and well formed, else new.
 

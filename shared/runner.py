@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import ssl
 from collections.abc import AsyncIterator
@@ -21,10 +22,10 @@ from http import HTTPStatus
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from shared.keys import PARSER_ERROR_HEADERS, REQUEST_ID
-from shared.web import generic_problem, new_request_id
+from shared.web import PROBLEM_JSON, generic_message, new_request_id, problem_document
 
 log = structlog.get_logger("http")
 
@@ -35,6 +36,30 @@ MAX_LINE_BYTES = 8190       # request line
 MAX_FIELD_BYTES = 8190      # a header's name, and separately its value
 MAX_HEADERS = 128
 KEEPALIVE_SECONDS = 75.0
+
+
+class _RefusedResponse(web.Response):
+    """The answer to a refused request; the application's hook sets its headers last."""
+
+    def __init__(self, status: int, request: web.BaseRequest, decorate: Any) -> None:
+        request_id = new_request_id()
+        request[REQUEST_ID] = request_id
+        code, message = generic_message(status)
+        super().__init__(status=status, content_type=PROBLEM_JSON, text=json.dumps(
+            problem_document(status, code, message, request_id=request_id)))
+        self.request_id = request_id
+        self._decorate = decorate
+        self.force_close()
+
+    async def _prepare_headers(self) -> None:
+        # aiohttp adds its version banner (``Server``) while it prepares the headers, after
+        # anything a handler sets, and for a refused request no ``on_response_prepare``
+        # signal follows. Hooking in here is this module's second reliance on aiohttp's
+        # internals; the same tests cover it.
+        await super()._prepare_headers()
+        self.headers.popall(hdrs.SERVER, None)
+        if self._decorate is not None and self._req is not None:
+            self._decorate(self._req, self)
 
 
 class ParserErrorHandler(web.RequestHandler):
@@ -52,18 +77,13 @@ class ParserErrorHandler(web.RequestHandler):
         # As aiohttp does: once bytes of a response are out, no other answer can follow.
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already being sent")
-        request_id = new_request_id()
-        request[REQUEST_ID] = request_id
+        response = _RefusedResponse(status, request, self._decorate)
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            log.error("unhandled_error", status=status, request_id=request_id,
+            log.error("unhandled_error", status=status, request_id=response.request_id,
                       exc_info=exc)
         else:
-            log.info("request_refused", status=status, request_id=request_id,
+            log.info("request_refused", status=status, request_id=response.request_id,
                      reason=type(exc).__name__ if exc else None)
-        response = generic_problem(status, request_id=request_id)
-        response.force_close()
-        if self._decorate is not None:
-            self._decorate(request, response)
         return response
 
 
@@ -87,7 +107,7 @@ class _ProblemServer(web.Server):
 class ProblemRunner(web.AppRunner):
     """An ``AppRunner`` whose connections answer parser errors with ``ParserErrorHandler``.
 
-    The one reliance on aiohttp's internals is here: ``AppRunner._make_server`` starts the
+    The first reliance on aiohttp's internals is here: ``AppRunner._make_server`` starts the
     application and builds its ``web.Server``, whose handler and request factory are then
     served by a ``web.Server`` subclass whose protocol factory (``__call__``, public)
     builds the handler above (``RequestHandler`` and its ``handle_error`` are public).

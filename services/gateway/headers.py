@@ -42,8 +42,6 @@ PERMISSIONS_POLICY = (
     "gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), usb=()"
 )
 HSTS = "max-age=63072000; includeSubDomains"
-# The product, never its version, nor aiohttp's or Python's.
-SERVER = "tempo"
 _STRICT_REFERRER = frozenset({"no-referrer", "same-origin", "strict-origin",
                               "strict-origin-when-cross-origin"})
 _FIXED = (
@@ -115,7 +113,7 @@ def parser_error_headers(request: web.BaseRequest, response: web.StreamResponse)
 
 def set_security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     headers = response.headers
-    headers[hdrs.SERVER] = SERVER
+    headers.popall(hdrs.SERVER, None)
     for name, value in _FIXED:
         headers[name] = value
     # Assigning replaces every field of that name: an upstream's duplicates go too.

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 
 import pytest
+import trustme
 from gateway_helpers import ProductionServer
 
 from services.gateway import headers
 from services.gateway.app import create_app
 from services.gateway.settings import load_settings
+from services.gateway.tls import server_ssl_context
 from tests.raw_http import BAD_HEADER_LINES, BANNERS, SECRET_COOKIE, RawResponse, exchange, request
 
 EXPECTED_HEADERS = {
@@ -24,7 +27,6 @@ EXPECTED_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-store",
-    "Server": headers.SERVER,
 }
 
 
@@ -39,6 +41,8 @@ def assert_generic_problem(response: RawResponse, sent: bytes) -> None:
     assert response.header("Content-Type") == "application/problem+json; charset=utf-8"
     for name, value in EXPECTED_HEADERS.items():
         assert response.headers(name) == [value], name
+    # Like every other gateway answer: no Server header, so no banner at all.
+    assert response.headers("Server") == []
     body = json.loads(response.body)
     assert body["code"] == "bad_request"
     assert body["requestId"] == response.header("X-Request-ID")
@@ -64,9 +68,30 @@ async def test_parser_refused_request_line_echoes_nothing(gateway_port: int) -> 
     assert_generic_problem(await exchange(gateway_port, sent), sent)
 
 
-async def test_gateway_answers_name_no_server_version(gateway_port: int) -> None:
+async def test_gateway_answers_carry_no_server_banner(gateway_port: int) -> None:
     for target in ("/health", "/api/nothing-here", "/"):
         response = await exchange(gateway_port, request(target, host="localhost"))
-        assert response.headers("Server") == [headers.SERVER], target
+        assert response.status in (200, 404), target
+        assert response.headers("Server") == [], target
         for banner in BANNERS:
             assert banner not in response.head.lower(), (target, banner)
+
+
+async def test_parser_refused_request_over_the_gateways_own_tls_gets_hsts(
+        env_for: Callable[..., dict[str, str]], tmp_path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(cert_file)
+    cert.private_key_pem.write_to_path(key_file)
+    settings = load_settings(env_for(**{"Server__TlsCertFile": str(cert_file),
+                                        "Server__TlsKeyFile": str(key_file)}))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    sent = request("/", host="localhost", lines=BAD_HEADER_LINES["space_before_colon"])
+    async with ProductionServer(create_app(settings),
+                                ssl_context=server_ssl_context(settings.tls)) as server:
+        response = await exchange(server.port, sent, ssl_context=client,
+                                  server_hostname="localhost")
+    assert_generic_problem(response, sent)
+    assert response.headers("Strict-Transport-Security") == [headers.HSTS]

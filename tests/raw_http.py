@@ -69,6 +69,13 @@ def request(target: str = "/", *, host: str, lines: tuple[bytes, ...] = (),
     return head + b"".join(line + b"\r\n" for line in lines) + b"Connection: close\r\n\r\n"
 
 
+def sent_lines(data: bytes) -> list[bytes]:
+    """The lines of a request no answer may quote: all but the ones any answer may carry."""
+    lines = data.split(b"\r\n")
+    return [line for line in lines[1:]
+            if line and not line.startswith((b"Host:", b"Connection:"))] + [lines[0]]
+
+
 # Requests aiohttp's parser refuses, each carrying the cookie.
 BAD_HEADER_LINES = {
     "space_before_colon": (f"Cookie : {SECRET_COOKIE}".encode(),),

@@ -8,6 +8,8 @@ import ssl
 from collections.abc import Callable
 
 import pytest
+import structlog
+import structlog.testing
 import trustme
 from gateway_helpers import ProductionServer
 
@@ -102,3 +104,17 @@ async def test_parser_refused_request_over_the_gateways_own_tls_gets_hsts(
                                   server_hostname="localhost")
     assert_generic_problem(response, sent)
     assert response.headers("Strict-Transport-Security") == [headers.HSTS]
+
+
+async def test_parser_refused_request_is_logged_without_its_bytes(
+        gateway_port: int, caplog: pytest.LogCaptureFixture) -> None:
+    sent = request("/", host="localhost", lines=BAD_HEADER_LINES["control_character_in_value"])
+    with structlog.testing.capture_logs() as logs:
+        response = await exchange(gateway_port, sent)
+    assert response.status == 400
+    refused = [entry for entry in logs if entry["event"] == "request_refused"]
+    assert refused == [{"event": "request_refused", "log_level": "info", "status": 400,
+                        "request_id": response.header("X-Request-ID"),
+                        "reason": "BadHttpMessage"}]
+    assert "authToken" not in repr(logs)
+    assert "authToken" not in caplog.text

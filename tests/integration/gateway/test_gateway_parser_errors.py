@@ -13,6 +13,7 @@ import structlog.testing
 import trustme
 from gateway_helpers import ProductionServer
 
+from deploy.stack import free_port
 from services.gateway import headers
 from services.gateway.app import create_app
 from services.gateway.settings import load_settings
@@ -86,15 +87,20 @@ async def test_gateway_answers_carry_no_server_banner(gateway_port: int) -> None
             assert banner not in response.head.lower(), (target, banner)
 
 
-async def test_parser_refused_request_over_the_gateways_own_tls_gets_hsts(
-        env_for: Callable[..., dict[str, str]], tmp_path) -> None:
+@pytest.fixture
+def tls_env(tmp_path) -> tuple[trustme.CA, dict[str, str]]:
     ca = trustme.CA()
     cert = ca.issue_cert("localhost")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(cert_file)
     cert.private_key_pem.write_to_path(key_file)
-    settings = load_settings(env_for(**{"Server__TlsCertFile": str(cert_file),
-                                        "Server__TlsKeyFile": str(key_file)}))
+    return ca, {"Server__TlsCertFile": str(cert_file), "Server__TlsKeyFile": str(key_file)}
+
+
+async def test_parser_refused_request_over_the_gateways_own_tls_gets_hsts(
+        env_for: Callable[..., dict[str, str]], tls_env) -> None:
+    ca, env = tls_env
+    settings = load_settings(env_for(**env))
     client = ssl.create_default_context()
     ca.configure_trust(client)
     sent = request("/", host="localhost", lines=BAD_HEADER_LINES["space_before_colon"])
@@ -104,6 +110,17 @@ async def test_parser_refused_request_over_the_gateways_own_tls_gets_hsts(
                                   server_hostname="localhost")
     assert_generic_problem(response, sent)
     assert response.headers("Strict-Transport-Security") == [headers.HSTS]
+
+
+async def test_parser_refused_request_on_the_redirect_listener_is_a_generic_problem(
+        env_for: Callable[..., dict[str, str]], tls_env) -> None:
+    _ca, env = tls_env
+    redirect_port = free_port()
+    settings = load_settings(env_for(**env, Server__RedirectPort=str(redirect_port)))
+    sent = request("/", host="localhost", lines=BAD_HEADER_LINES["header_line_over_8_kb"])
+    async with ProductionServer(create_app(settings)):
+        response = await exchange(redirect_port, sent)
+    assert_generic_problem(response, sent)
 
 
 async def test_parser_refused_request_is_logged_without_its_bytes(

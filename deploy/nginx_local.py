@@ -1,9 +1,10 @@
 """The production nginx configuration, run locally in front of a gateway on this machine.
 
 ``deploy/nginx/nginx.conf`` is written for the compose network (unprivileged container,
-upstream ``gateway:8080``, certificates under ``/etc/nginx/certs``). ``render`` rewrites
-only those addresses and paths, so what runs here and in the tests is the same
-configuration that ships.
+upstream ``gateway:8080``, certificates under ``/etc/nginx/certs``, the placeholder public
+name ``tempo.example.org``). ``render`` rewrites only those addresses, paths and the name
+(``localhost`` unless told), so what runs here and in the tests is the same configuration
+that ships.
 
 ``python -m deploy.nginx_local --cert C --key K`` serves HTTPS in front of ``make run``'s
 gateway (see the README: "HTTPS on this machine").

@@ -33,7 +33,7 @@ log = structlog.get_logger("http")
 # ``large_client_header_buffers`` must stay within them so that nginx refuses first
 # (tests/deploy/test_nginx_config.py compares the two).
 MAX_LINE_BYTES = 8190       # request line
-MAX_FIELD_BYTES = 8190      # a header's name, and separately its value
+MAX_FIELD_BYTES = 8190      # a header line: its name and value together
 MAX_HEADERS = 128
 KEEPALIVE_SECONDS = 75.0
 

@@ -1,9 +1,10 @@
 """The production nginx configuration, run locally in front of a gateway on this machine.
 
 ``deploy/nginx/nginx.conf`` is written for the compose network (unprivileged container,
-upstream ``gateway:8080``, certificates under ``/etc/nginx/certs``). ``render`` rewrites
-only those addresses and paths, so what runs here and in the tests is the same
-configuration that ships.
+upstream ``gateway:8080``, certificates under ``/etc/nginx/certs``, the placeholder public
+name ``tempo.example.org``). ``render`` rewrites only those addresses, paths and the name
+(``localhost`` unless told), so what runs here and in the tests is the same configuration
+that ships.
 
 ``python -m deploy.nginx_local --cert C --key K`` serves HTTPS in front of ``make run``'s
 gateway (see the README: "HTTPS on this machine").
@@ -26,6 +27,8 @@ from pathlib import Path
 
 NGINX_DIR = Path(__file__).resolve().parent / "nginx"
 PRODUCTION_CONF = NGINX_DIR / "nginx.conf"
+ERROR_PAGE_CONF = NGINX_DIR / "errors" / "error-page.conf"
+PUBLIC_NAME_LINE = "server_name tempo.example.org;"
 MEDIA_LIMIT_LINE = "client_max_body_size 53477376;"
 IMPORT_LIMIT_LINE = "client_max_body_size 501048576;"
 
@@ -51,6 +54,7 @@ class LocalNginx:
     http_port: int
     https_port: int
     host: str = "127.0.0.1"
+    server_name: str = "localhost"
     media_limit_bytes: int | None = None
     import_limit_bytes: int | None = None
 
@@ -64,13 +68,15 @@ class LocalNginx:
             ("error_log /dev/stderr warn;", f"error_log {self.workdir}/error.log warn;"),
             ("access_log /dev/stdout tempo;", f"access_log {self.workdir}/access.log tempo;"),
             ("server gateway:8080;", f"server {self.gateway};"),
-            ("listen 8080;", f"listen {self.host}:{self.http_port};"),
-            ("listen 8443 ssl;", f"listen {self.host}:{self.https_port} ssl;"),
-            ("return 301 https://$host$request_uri;",
-             f"return 301 https://$host:{self.https_port}$request_uri;"),
+            ("listen 8080", f"listen {self.host}:{self.http_port}"),
+            ("listen 8443 ssl", f"listen {self.host}:{self.https_port} ssl"),
+            (PUBLIC_NAME_LINE, f"server_name {self.server_name};"),
+            ("return 301 https://$server_name$request_uri;",
+             f"return 301 https://$server_name:{self.https_port}$request_uri;"),
             ("/etc/nginx/certs/fullchain.pem", str(self.cert_file)),
             ("/etc/nginx/certs/privkey.pem", str(self.key_file)),
-            ("root /etc/nginx/errors;", f"root {NGINX_DIR / 'errors'};"),
+            ("include /etc/nginx/errors/error-page.conf;",
+             f"include {self.workdir / 'error-page.conf'};"),
             ("root /var/www/acme;", f"root {self.workdir / 'acme'};"),
         ]
         if self.media_limit_bytes is not None:
@@ -85,9 +91,17 @@ class LocalNginx:
             conf = conf.replace(old, new)
         return conf
 
+    def render_error_page(self) -> str:
+        conf = ERROR_PAGE_CONF.read_text()
+        old = "root /etc/nginx/errors;"
+        if old not in conf:
+            raise NginxError(f"deploy/nginx/errors/error-page.conf no longer contains {old!r}")
+        return conf.replace(old, f"root {NGINX_DIR / 'errors'};")
+
     def write(self) -> Path:
         (self.workdir / "tmp").mkdir(parents=True, exist_ok=True)
         (self.workdir / "acme").mkdir(exist_ok=True)
+        (self.workdir / "error-page.conf").write_text(self.render_error_page())
         path = self.workdir / "nginx.conf"
         path.write_text(self.render())
         return path
@@ -173,14 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert", required=True, type=Path, help="certificate chain (PEM)")
     parser.add_argument("--key", required=True, type=Path, help="private key (PEM)")
     parser.add_argument("--gateway", default="127.0.0.1:8080")
+    parser.add_argument("--server-name", default="localhost",
+                        help="the name nginx answers for (the certificate's)")
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--https-port", type=int, default=8443)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tempo-nginx-") as workdir:
         config = LocalNginx(Path(workdir), args.gateway, args.cert.resolve(),
-                            args.key.resolve(), args.http_port, args.https_port)
+                            args.key.resolve(), args.http_port, args.https_port,
+                            server_name=args.server_name)
         with NginxProcess(config):
-            print(f"HTTPS at https://localhost:{args.https_port}/ -> {args.gateway} "
+            print(f"HTTPS at https://{args.server_name}:{args.https_port}/ -> {args.gateway} "
                   "(Ctrl-C stops it)", flush=True)
             asyncio.run(_wait_for_signal())
     return 0

@@ -6,12 +6,13 @@ import asyncio
 import ssl
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 
 from shared.config import SettingsError
 from shared.log import configure_logging
+from shared.runner import serve_until_signalled
 
 S = TypeVar("S")
 
@@ -36,8 +37,7 @@ def use_uvloop() -> None:
 
 
 def run(app: web.Application, *, service: str, host: str, port: int, log_level: str,
-        ssl_context: ssl.SSLContext | None = None, **kwargs: Any) -> None:
+        ssl_context: ssl.SSLContext | None = None) -> None:
     configure_logging(service, log_level)
     use_uvloop()
-    web.run_app(app, host=host, port=port, ssl_context=ssl_context, access_log=None,
-                print=None, handle_signals=True, **kwargs)
+    asyncio.run(serve_until_signalled(app, host=host, port=port, ssl_context=ssl_context))

@@ -50,9 +50,8 @@ def well_formed_request_id(value: str | None) -> bool:
     return value is not None and _REQUEST_ID_FORMAT.fullmatch(value) is not None
 
 
-def problem_response(status: int, code: str, message: str, *, request_id: str | None,
-                     extra: Mapping[str, Any] | None = None,
-                     headers: Mapping[str, str] | None = None) -> web.Response:
+def problem_document(status: int, code: str, message: str, *, request_id: str | None,
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """An RFC 9457 problem document. ``error`` repeats the message where Tempo's client reads it."""
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -66,9 +65,20 @@ def problem_response(status: int, code: str, message: str, *, request_id: str | 
         body["requestId"] = request_id
     if extra:
         body.update(extra)
-    response = web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON,
-                            headers=headers)
-    return response
+    return body
+
+
+def problem_response(status: int, code: str, message: str, *, request_id: str | None,
+                     extra: Mapping[str, Any] | None = None,
+                     headers: Mapping[str, str] | None = None) -> web.Response:
+    body = problem_document(status, code, message, request_id=request_id, extra=extra)
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON,
+                        headers=headers)
+
+
+def generic_message(status: int) -> tuple[str, str]:
+    """The code and message for ``status`` when nothing more may be said."""
+    return _GENERIC_BY_STATUS.get(status, ("error", "The request failed."))
 
 
 def request_id_middleware(trust_incoming: Callable[[web.Request], bool]) -> Any:

@@ -14,7 +14,7 @@ from services.gateway import audit, handlers
 from services.gateway.authentication import TokenVerifier
 from services.gateway.clientip import ClientResolver
 from services.gateway.csrf import OriginPolicy
-from services.gateway.headers import add_security_headers
+from services.gateway.headers import add_security_headers, parser_error_headers
 from services.gateway.keys import (
     API_BY_ROUTE,
     LIMITER,
@@ -41,7 +41,7 @@ from services.gateway.routes import (
 )
 from services.gateway.settings import GatewaySettings
 from services.gateway.tls import redirect_listener
-from shared.keys import COMMON_SETTINGS
+from shared.keys import COMMON_SETTINGS, PARSER_ERROR_HEADERS
 from shared.metrics import metrics_listener
 from shared.tokens import TokenCodec
 from shared.web import health
@@ -186,4 +186,5 @@ def create_app(settings: GatewaySettings) -> web.Application:
             cors.add(resource)
     router.add_get("/{path:.*}", handlers.static_file)
     app.on_response_prepare.append(add_security_headers)
+    app[PARSER_ERROR_HEADERS] = parser_error_headers
     return app

@@ -7,7 +7,8 @@ caller is only from the internal identity token the gateway mints.
 
 Responses coming back lose hop-by-hop headers, the upstream's banner and any CORS headers
 (CORS is the gateway's decision). Then the security headers are set on every response the
-gateway sends, proxied or its own: an upstream may make them stricter, never looser.
+gateway sends, proxied or its own, including the answers to requests the HTTP parser
+refused (``parser_error_headers``): an upstream may make them stricter, never looser.
 """
 
 from __future__ import annotations
@@ -96,6 +97,21 @@ def _is_api(path: str) -> bool:
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare``: runs for every response the application sends."""
+    set_security_headers(request, response)
+
+
+def parser_error_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``PARSER_ERROR_HEADERS``: for the answer to a request the HTTP parser refused.
+
+    No header of that request can be believed, so only a TLS connection to the gateway
+    itself counts as HTTPS (``secure`` looks at the socket; behind nginx, nginx adds HSTS).
+    """
+    if request.secure:
+        request[SCHEME] = "https"
+    set_security_headers(request, response)
+
+
+def set_security_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     headers = response.headers
     headers.popall(hdrs.SERVER, None)
     for name, value in _FIXED:

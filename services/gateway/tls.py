@@ -11,8 +11,10 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from services.gateway.headers import add_security_headers
+from services.gateway.headers import add_security_headers, parser_error_headers
 from services.gateway.settings import TlsSettings
+from shared.keys import PARSER_ERROR_HEADERS
+from shared.runner import ProblemRunner
 
 log = structlog.get_logger("tls")
 
@@ -59,6 +61,7 @@ def redirect_app(tls: TlsSettings) -> web.Application:
     app = web.Application()
     app.router.add_route("*", "/{path:.*}", redirect)
     app.on_response_prepare.append(add_security_headers)
+    app[PARSER_ERROR_HEADERS] = parser_error_headers
     return app
 
 
@@ -69,7 +72,7 @@ def redirect_listener(tls: TlsSettings, host: str):
         if tls.redirect_port is None:
             yield
             return
-        runner = web.AppRunner(redirect_app(tls), access_log=None)
+        runner = ProblemRunner(redirect_app(tls))
         await runner.setup()
         site = web.TCPSite(runner, host, tls.redirect_port)
         await site.start()

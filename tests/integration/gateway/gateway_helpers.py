@@ -21,6 +21,7 @@ from services.gateway.app import create_app
 from services.gateway.settings import load_settings
 from shared.config import KeySet, Secret
 from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec
+from shared.runner import listening
 from shared.tokens import Claims
 
 GOOD_PASSWORD = "violet-harbor-tangent-42"
@@ -277,24 +278,15 @@ async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.0
 
 
 class ProductionServer:
-    """An app served the way ``python -m`` serves it (no handler cancellation), on loopback."""
+    """An app served the way ``python -m`` serves it (``shared.runner``), on loopback."""
 
     def __init__(self, app: web.Application, ssl_context: Any = None) -> None:
-        self._app = app
-        self._ssl = ssl_context
-        self._runner: web.AppRunner | None = None
+        self._serving = listening(app, host="127.0.0.1", port=0, ssl_context=ssl_context)
         self.port = 0
 
     async def __aenter__(self) -> ProductionServer:
-        self._runner = web.AppRunner(self._app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._ssl)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await self._serving.__aenter__()
         return self
 
-    async def __aexit__(self, *_exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+    async def __aexit__(self, *exc: object) -> None:
+        await self._serving.__aexit__(*exc)

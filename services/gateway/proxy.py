@@ -15,6 +15,7 @@ small share of the pool. Health checks have a connection of their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable
 from urllib.parse import quote
@@ -208,10 +209,17 @@ def _busy_response(request: web.Request, upstream: Upstream, client: ClientInfo
         code="too_many_in_flight"))
 
 
-def _timeout_response(request: web.Request, message: str) -> web.Response:
-    response = problem_response(408, "request_timeout", message,
-                                request_id=request.get(REQUEST_ID))
+async def _timeout_response(request: web.Request, message: str) -> web.Response:
+    request_id = request.get(REQUEST_ID)
+    response = problem_response(408, "request_timeout", message, request_id=request_id,
+                                headers={REQUEST_ID_HEADER: request_id} if request_id else None)
     response.force_close()
+    # A client this slow is not waited for again: the connection closes once the answer
+    # is out, without the lingering read that aiohttp gives the rest of an unread body.
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
     return response
 
 
@@ -246,7 +254,7 @@ async def forward(request: web.Request, route: ApiRoute, upstream: Upstream,
         except BodyTimeoutError:
             metrics.SLOW_BODIES.labels("deadline").inc()
             log.info("client_too_slow_small_body", upstream=upstream.name)
-            return _timeout_response(request, "The request body did not arrive in time.")
+            return await _timeout_response(request, "The request body did not arrive in time.")
         except ClientGoneError:
             return _client_closed_response()
         if not upstream.in_flight.acquire(key):
@@ -326,7 +334,7 @@ async def _exchange(request: web.Request, upstream: Upstream, url: URL,
         metrics.BODY_TOO_LARGE.labels("streamed").inc()
         return too_large_response(request, limit)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return _upstream_failure(request, upstream, body, response, limit, exc)
+        return await _upstream_failure(request, upstream, body, response, limit, exc)
 
 
 async def _to_client(write: Awaitable[object]) -> None:
@@ -345,7 +353,7 @@ def _client_closed_response() -> web.Response:
     return response
 
 
-def _upstream_failure(request: web.Request, upstream: Upstream, body: BodyStream | None,
+async def _upstream_failure(request: web.Request, upstream: Upstream, body: BodyStream | None,
                       response: web.StreamResponse | None, limit: int,
                       exc: BaseException) -> web.StreamResponse:
     if body is not None and body.too_large:
@@ -356,7 +364,7 @@ def _upstream_failure(request: web.Request, upstream: Upstream, body: BodyStream
         metrics.SLOW_BODIES.labels(kind).inc()
         log.info("client_stalled_mid_upload", upstream=upstream.name, received=body.received,
                  kind=kind)
-        return _timeout_response(request, "The request body arrived too slowly."
+        return await _timeout_response(request, "The request body arrived too slowly."
                                  if body.too_slow else "The request body stopped arriving.")
     if body is not None and body.client_gone:
         log.info("client_gone_mid_upload", upstream=upstream.name, received=body.received)

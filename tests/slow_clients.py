@@ -82,10 +82,11 @@ def slow_login_head(host: str) -> bytes:
 Probe = Callable[[], Awaitable[int]]
 
 
-async def probe_during(attack: Trickle, probes: dict[str, Probe], seconds: float
-                       ) -> list[tuple[str, int, float]]:
-    """Start the attack, wait until its connections are in, then run the probes in turn
-    for ``seconds``; each result is (name, status, seconds taken)."""
+async def probe_during(attack: Trickle, probes: dict[str, Probe], seconds: float,
+                       pause: float = 0.1) -> list[tuple[str, int, float]]:
+    """Start the attack, wait until its connections are in, then run the probes in turn,
+    ``pause`` seconds between rounds, for ``seconds``; each result is (name, status,
+    seconds taken)."""
     loop = asyncio.get_running_loop()
     ready = asyncio.Event()
     running = asyncio.ensure_future(attack.run(ready))
@@ -105,6 +106,7 @@ async def probe_during(attack: Trickle, probes: dict[str, Probe], seconds: float
                 except TimeoutError:
                     status = 0
                 results.append((name, status, loop.time() - started))
+            await asyncio.sleep(pause)
     finally:
         await running
     return results

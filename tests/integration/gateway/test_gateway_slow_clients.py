@@ -79,6 +79,14 @@ async def answer_of(reader: asyncio.StreamReader) -> tuple[bytes, dict]:
     return head, json.loads(body) if body else {}
 
 
+async def refused_upload(gateway: TestServer, token: str) -> tuple[bytes, dict]:
+    reader, writer = await open_upload(gateway, token)
+    try:
+        return await answer_of(reader)
+    finally:
+        writer.close()
+
+
 async def test_slow_login_bodies_from_twenty_addresses_leave_auth_answering(
         make_gateway: GatewayFactory, browser: Browser) -> None:
     gateway = await make_gateway(**ATTACK_ENV)
@@ -207,9 +215,7 @@ async def test_streamed_uploads_per_client_are_capped_with_429(
     held = [await open_upload(gateway, token) for _ in range(2)]
     try:
         assert await wait_until(lambda: len(echo.received) == 2)
-        reader, writer = await open_upload(gateway, token)
-        head, body = await answer_of(reader)
-        writer.close()
+        head, body = await refused_upload(gateway, token)
         assert head.startswith(b"HTTP/1.1 429 ")
         assert b"retry-after: " in head.lower()
         assert b"connection: close" in head.lower()
@@ -241,9 +247,7 @@ async def test_one_client_holds_at_most_its_share_of_an_upstream_pool(
     held = [await open_upload(gateway, token) for _ in range(2)]
     try:
         assert await wait_until(lambda: len(echo.received) == 2)
-        reader, writer = await open_upload(gateway, token)
-        head, body = await answer_of(reader)
-        writer.close()
+        head, body = await refused_upload(gateway, token)
         assert head.startswith(b"HTTP/1.1 429 ")
         assert body["code"] == "too_many_in_flight"
         # A download the client reads at its own pace counts the same way.

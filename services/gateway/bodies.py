@@ -176,6 +176,8 @@ class BodyStream:
                     quiet += spent
                     if quiet >= idle:
                         raise TimeoutError
+                elif not chunk:
+                    return chunk  # the whole body is in: nothing left to judge
                 else:
                     quiet = 0.0
                 if not window.passes(waited, self.received + len(chunk or b"")):

@@ -7,9 +7,11 @@ slows down too much, or the client disappears, the body stream raises, which abo
 upstream request mid-body so that the upstream sees a broken upload, never a complete one.
 
 A client holds an upstream connection for longer than the upstream takes to answer only
-with a streamed body or a streamed answer; each upstream counts those per client and
-refuses one beyond ``Upstreams__InFlightPerClient``, so that no client holds more than a
-small share of the pool. Health checks have a connection of their own.
+with a streamed body or a streamed answer; each upstream counts those, and requests with
+a small body, per client, and refuses one beyond ``Upstreams__InFlightPerClient``, so that
+no client holds more than a small share of the pool. A bodiless request with a small
+answer is not counted: the answer is read whole before the client is written to. Health
+checks have a connection of their own.
 """
 
 from __future__ import annotations

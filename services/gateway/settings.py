@@ -25,7 +25,8 @@ class UpstreamSettings:
     connect_timeout_seconds: float
     read_timeout_seconds: float
     pool_size: int
-    # Connections of one upstream's pool that one client may hold at its own pace.
+    # Connections of one upstream's pool one client may hold at once for requests with a
+    # body or a streamed answer (the ones whose length the client can stretch).
     in_flight_per_client: int
 
 

@@ -158,6 +158,30 @@ async def test_small_body_too_slow_is_408_and_never_reaches_an_upstream(
         await upstream.stop()
 
 
+async def test_chunked_json_body_over_the_limit_is_413_before_any_upstream_connection(
+        make_gateway: GatewayFactory, env_for: Callable[..., dict[str, str]]) -> None:
+    upstream = CountingUpstream()
+    auth_url = await upstream.start()
+    try:
+        gateway = await make_gateway(env_for(Upstreams__Auth=auth_url))
+        block = b" " * 16_384
+        chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(f"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+                         "Content-Type: application/json\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n".encode() + chunk * 5)
+            await writer.drain()
+            head, body = await answer_of(reader)
+        finally:
+            writer.close()
+        assert head.startswith(b"HTTP/1.1 413 ")
+        assert body["code"] == "payload_too_large"
+        assert upstream.connections == 0
+    finally:
+        await upstream.stop()
+
+
 async def test_streamed_upload_below_the_minimum_rate_is_408_and_the_upstream_aborted(
         make_gateway: GatewayFactory, browser: Browser, echo: EchoUpstream) -> None:
     gateway = await make_gateway(**{"Limits__StreamMinBytesPerSecond": "1000",

@@ -12,6 +12,8 @@ from aiohttp import web
 
 from services.gateway import audit, handlers
 from services.gateway.authentication import TokenVerifier
+from services.gateway.bodies import BodyPolicy, StreamRules, expect_handler
+from services.gateway.bodyrate import MinRate
 from services.gateway.clientip import ClientResolver
 from services.gateway.csrf import OriginPolicy
 from services.gateway.headers import add_security_headers, parser_error_headers
@@ -28,7 +30,7 @@ from services.gateway.keys import (
 )
 from services.gateway.limiter import FallbackLimiter, MemoryLimiter, RedisLimiter, redis_client
 from services.gateway.middleware import middlewares
-from services.gateway.proxy import Upstream, expect_handler
+from services.gateway.proxy import Upstream
 from services.gateway.ratelimit import Policy
 from services.gateway.revocation import RevocationListener, RevokedSet
 from services.gateway.routes import (
@@ -39,7 +41,8 @@ from services.gateway.routes import (
     READY_PATH,
     BodyLimit,
 )
-from services.gateway.settings import GatewaySettings
+from services.gateway.settings import BodyLimits, GatewaySettings
+from services.gateway.slots import ClientSlots
 from services.gateway.tls import redirect_listener
 from shared.keys import COMMON_SETTINGS, PARSER_ERROR_HEADERS
 from shared.metrics import metrics_listener
@@ -115,6 +118,19 @@ def _cors(app: web.Application, settings: GatewaySettings) -> aiohttp_cors.CorsC
                                              for origin in settings.cors_origins})
 
 
+def _body_policies(limits: BodyLimits) -> dict[BodyLimit, BodyPolicy]:
+    rate = None
+    if limits.stream_min_bytes_per_second > 0:
+        rate = MinRate(limits.stream_min_bytes_per_second, limits.stream_rate_window_seconds)
+    # One count of open uploads per client, whichever route they stream to.
+    stream = StreamRules(limits.body_idle_timeout_seconds, rate,
+                         ClientSlots(limits.streams_per_client))
+    deadline = limits.json_deadline_seconds
+    return {BodyLimit.JSON: BodyPolicy(limits.json_bytes, deadline),
+            BodyLimit.MEDIA: BodyPolicy(limits.media_bytes, deadline, stream),
+            BodyLimit.IMPORT: BodyPolicy(limits.import_bytes, deadline, stream)}
+
+
 def create_app(settings: GatewaySettings) -> web.Application:
     common = settings.common
     jwt = common.jwt
@@ -167,18 +183,16 @@ def create_app(settings: GatewaySettings) -> web.Application:
     router.add_get(HEALTH_PATH, health)
     router.add_get(READY_PATH, handlers.ready)
     router.add_get(OPENAPI_PATH, handlers.openapi_document)
-    limits = {BodyLimit.JSON: settings.limits.json_bytes,
-              BodyLimit.MEDIA: settings.limits.media_bytes,
-              BodyLimit.IMPORT: settings.limits.import_bytes}
-    idle = settings.limits.body_idle_timeout_seconds
+    policies = _body_policies(settings.limits)
     cors = _cors(app, settings)
     for api in API_ROUTES:
+        policy = policies[api.body]
         handler = audit.get_audit if api.path == AUDIT_PATH else \
-            handlers.proxy_handler(api, limits, idle)
+            handlers.proxy_handler(api, policy)
         route = router.add_route(api.method, api.path, handler, expect_handler=expect_handler)
         api_by_route[route] = api
         if api.head:
-            head = router.add_route("HEAD", api.path, handlers.proxy_handler(api, limits, idle),
+            head = router.add_route("HEAD", api.path, handlers.proxy_handler(api, policy),
                                     expect_handler=expect_handler)
             api_by_route[head] = api
     for resource in router.resources():

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import structlog
 from aiohttp import hdrs, web
 
+from services.gateway.bodies import BodyPolicy
 from services.gateway.keys import (
     CLIENT,
     LISTENER,
@@ -19,28 +20,27 @@ from services.gateway.keys import (
     USER,
 )
 from services.gateway.proxy import forward
-from services.gateway.routes import LOGOUT_PATH, ApiRoute, BodyLimit
+from services.gateway.routes import LOGOUT_PATH, ApiRoute
 from shared.keys import REQUEST_ID
 from shared.web import Handler, json_response, problem_response
 
 log = structlog.get_logger("gateway")
 
 
-def proxy_handler(api: ApiRoute, limits: dict[BodyLimit, int], body_idle_timeout: float
-                  ) -> Handler:
-    limit = limits[api.body]
+def proxy_handler(api: ApiRoute, policy: BodyPolicy) -> Handler:
     logout = api.path == LOGOUT_PATH
 
     async def handler(request: web.Request) -> web.StreamResponse:
         upstream = request.app[UPSTREAMS][api.upstream]
         claims = request.get(USER)
+        client = request[CLIENT]
         token = upstream.identity.token(
             claims.subject if claims is not None else None,
             claims.token_id if claims is not None else None,
-            request[CLIENT].ip,
+            client.ip,
             request.headers.get(hdrs.USER_AGENT),
         )
-        response = await forward(request, api, upstream, limit, token, body_idle_timeout)
+        response = await forward(request, api, upstream, policy, token, client)
         if logout and claims is not None and 200 <= response.status < 300:
             # This gateway refuses the token at once; the others hear it from auth.
             request.app[REVOKED].add(claims.token_id, float(claims.expires_at))

@@ -20,6 +20,11 @@ UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total",
                           ("upstream", "kind"))
 BODY_TOO_LARGE = Counter("gateway_body_too_large_total",
                          "Requests refused 413, by how the size was found.", ("when",))
+SLOW_BODIES = Counter("gateway_slow_bodies_total",
+                      "Request bodies answered 408 for arriving too slowly, by rule.", ("rule",))
+CLIENT_LIMITED = Counter("gateway_client_limited_total",
+                         "Requests refused 429 because their client already held its share, "
+                         "by resource.", ("resource",))
 REVOKED_TOKENS = Gauge("gateway_revoked_tokens", "Revoked, unexpired tokens held in memory.")
 REVOCATION_CONNECTED = Gauge("gateway_revocation_listener_connected",
                              "1 while the revocation listener is connected and loaded.")

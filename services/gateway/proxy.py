@@ -1,17 +1,25 @@
 """Streaming requests to an upstream and its answer back, one pooled session per upstream.
 
-Neither body is ever held whole: request chunks go to the upstream as they arrive and are
-counted on the way; response chunks go to the client as they arrive. When a request body
-goes over its limit, or the client disappears, the body stream raises, which aborts the
+A small body is read whole before the upstream is called; a streamed one is never held
+whole: its chunks go to the upstream as they arrive and are counted on the way, and
+response chunks go to the client as they arrive. When a request body goes over its limit,
+slows down too much, or the client disappears, the body stream raises, which aborts the
 upstream request mid-body so that the upstream sees a broken upload, never a complete one.
+
+A client holds an upstream connection for longer than the upstream takes to answer only
+with a streamed body or a streamed answer; each upstream counts those, and requests with
+a small body, per client, and refuses one beyond ``Upstreams__InFlightPerClient``, so that
+no client holds more than a small share of the pool. A bodiless request with a small
+answer is not counted: the answer is read whole before the client is written to. Health
+checks have a connection of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
-from functools import partial
+from collections.abc import Awaitable
 from urllib.parse import quote
 
 import aiohttp
@@ -20,11 +28,21 @@ from aiohttp import hdrs, web
 from yarl import URL
 
 from services.gateway import metrics
+from services.gateway.bodies import (
+    BodyPolicy,
+    BodyStream,
+    BodyTimeoutError,
+    BodyTooLargeError,
+    ClientGoneError,
+    read_small,
+)
+from services.gateway.clientip import ClientInfo
 from services.gateway.headers import downstream_response_headers, upstream_request_headers
 from services.gateway.routes import ApiRoute
 from services.gateway.settings import UpstreamSettings
+from services.gateway.slots import ClientSlots
 from shared.config import KeySet
-from shared.errors import BadGatewayError, GatewayTimeoutError
+from shared.errors import BadGatewayError, GatewayTimeoutError, RateLimitedError, ServiceError
 from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec, mint_internal_token
 from shared.keys import REQUEST_ID
 from shared.web import REQUEST_ID_HEADER, problem_response
@@ -37,84 +55,9 @@ SMALL_BODY = 64 * 1024
 IDENTITY_REUSE_SECONDS = 30.0
 HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
 _IDENTITY_CACHE_LIMIT = 10_000
-# The 100 Continue that aiohttp would send before any check ran is sent here instead, once
-# the request has passed them and its body is about to be read.
-EXPECT_CONTINUE = web.RequestKey("expect_continue", bool)
-
-
-class BodyTooLargeError(Exception):
-    pass
-
-
-class ClientGoneError(Exception):
-    pass
-
-
-class BodyStream:
-    """The request body as an async iterator that enforces a limit while it streams."""
-
-    __slots__ = ("_expected", "_idle_timeout", "_limit", "_request", "client_gone", "received",
-                 "stalled", "too_large")
-
-    def __init__(self, request: web.Request, limit: int, idle_timeout: float) -> None:
-        self._request = request
-        self._limit = limit
-        self._idle_timeout = idle_timeout
-        self._expected = request.content_length
-        self.received = 0
-        self.too_large = False
-        self.client_gone = False
-        # The client stopped sending in the middle of its body (a slow or stuck upload).
-        self.stalled = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        request = self._request
-        if request.get(EXPECT_CONTINUE):
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            request.writer.output_size = 0
-        content = request.content
-        # A body of declared length goes on in the pieces the socket delivered: readany()
-        # would first join whatever is buffered into a new bytes object, one more copy of
-        # every byte. A chunked body keeps readany(), which merges the client's chunks,
-        # however small, instead of forwarding each one on its own.
-        read = content.readany if self._expected is None else partial(_next_piece, content)
-        limit = self._limit
-        idle = self._idle_timeout
-        try:
-            while True:
-                async with asyncio.timeout(idle):
-                    chunk = await read()
-                if not chunk:
-                    break
-                self.received += len(chunk)
-                if self.received > limit:
-                    self.too_large = True
-                    raise BodyTooLargeError
-                yield chunk
-        except (ConnectionError, aiohttp.ClientPayloadError, aiohttp.http.HttpProcessingError):
-            self.client_gone = True
-            raise ClientGoneError from None
-        except TimeoutError:
-            self.stalled = True
-            raise ClientGoneError from None
-        if self._expected is not None and self.received != self._expected:
-            self.client_gone = True
-            raise ClientGoneError
-
-
-async def _next_piece(content: aiohttp.StreamReader) -> bytes:
-    """One buffered piece of a body without chunked framing; ``b""`` at its end."""
-    piece, _ = await content.readchunk()
-    return piece
-
-
-async def expect_handler(request: web.Request) -> None:
-    """Defer ``100 Continue`` until the body is actually wanted (see ``BodyStream``)."""
-    expect = request.headers.get(hdrs.EXPECT, "")
-    if expect.lower() == "100-continue" and request.version == aiohttp.HttpVersion11:
-        request[EXPECT_CONTINUE] = True
-        return
-    raise web.HTTPExpectationFailed()
+# How long a client refused for holding too much is told to wait.
+BUSY_RETRY_AFTER = 2
+UPLOADS_RETRY_AFTER = 5
 
 
 class IdentityMinter:
@@ -150,8 +93,13 @@ class Upstream:
         self.name = name
         self.base_url = base_url
         self.identity = IdentityMinter(keys, name)
+        # Requests each client has holding a connection of this upstream's pool for as
+        # long as the client takes (a streamed body, a streamed answer).
+        self.in_flight = ClientSlots(settings.in_flight_per_client)
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._health_session: aiohttp.ClientSession | None = None
+        self._health_check: asyncio.Future[bool] | None = None
         # Parsed once per route path: yarl also keeps what it derives from a URL (host,
         # port, the Host header value) on the object.
         self._urls: dict[str, URL] = {}
@@ -184,11 +132,20 @@ class Upstream:
                                           sock_read=settings.read_timeout_seconds),
             raise_for_status=False,
         )
+        # /ready must not queue behind a pool that proxied requests have filled: one
+        # connection of its own, which concurrent checks share (see ``healthy``).
+        self._health_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=30),
+            cookie_jar=aiohttp.DummyCookieJar(), timeout=HEALTH_TIMEOUT)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._health_check is not None:
+            self._health_check.cancel()
+            self._health_check = None
+        for session in (self._session, self._health_session):
+            if session is not None:
+                await session.close()
+        self._session = self._health_session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -196,9 +153,17 @@ class Upstream:
         return self._session
 
     async def healthy(self) -> bool:
+        # Probes that arrive while one is under way wait for its answer: a flood of /ready
+        # costs the upstream one request at a time.
+        check = self._health_check
+        if check is None or check.done():
+            check = self._health_check = asyncio.ensure_future(self._probe())
+        return await asyncio.shield(check)
+
+    async def _probe(self) -> bool:
+        assert self._health_session is not None, "upstream used before the application started"
         try:
-            async with self.session.get(f"{self.base_url}/health",
-                                        timeout=HEALTH_TIMEOUT) as resp:
+            async with self._health_session.get(f"{self.base_url}/health") as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
@@ -228,10 +193,44 @@ def too_large_response(request: web.Request, limit: int) -> web.Response:
     return response
 
 
-async def forward(request: web.Request, route: ApiRoute, upstream: Upstream, limit: int,
-                  identity_token: str, body_idle_timeout: float) -> web.StreamResponse:
+def _refusal(request: web.Request, error: ServiceError) -> web.Response:
+    response = problem_response(error.status, error.code, error.message,
+                                request_id=request.get(REQUEST_ID), extra=error.extra,
+                                headers=error.headers)
+    # The body was not read: the connection cannot carry another request.
+    response.force_close()
+    return response
+
+
+def _busy_response(request: web.Request, upstream: Upstream, client: ClientInfo
+                   ) -> web.Response:
+    metrics.CLIENT_LIMITED.labels(f"in_flight_{upstream.name}").inc()
+    log.info("client_in_flight_limit", upstream=upstream.name, client_ip=client.ip)
+    return _refusal(request, RateLimitedError(
+        BUSY_RETRY_AFTER, "Too many requests in progress. Try again shortly.",
+        code="too_many_in_flight"))
+
+
+async def _timeout_response(request: web.Request, message: str) -> web.Response:
+    request_id = request.get(REQUEST_ID)
+    response = problem_response(408, "request_timeout", message, request_id=request_id,
+                                headers={REQUEST_ID_HEADER: request_id} if request_id else None)
+    response.force_close()
+    # A client this slow is not waited for again: the connection closes once the answer
+    # is out, without the lingering read that aiohttp gives the rest of an unread body.
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
+    return response
+
+
+async def forward(request: web.Request, route: ApiRoute, upstream: Upstream,
+                  policy: BodyPolicy, identity_token: str, client: ClientInfo
+                  ) -> web.StreamResponse:
     """Send the request upstream and stream the answer back."""
     length = request.content_length
+    limit = policy.limit
     if length is not None and length > limit:
         metrics.BODY_TOO_LARGE.labels("declared").inc()
         return too_large_response(request, limit)
@@ -239,17 +238,62 @@ async def forward(request: web.Request, route: ApiRoute, upstream: Upstream, lim
     headers = upstream_request_headers(request.headers)
     headers[INTERNAL_TOKEN_HEADER] = identity_token
     headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
-    body: BodyStream | None = None
-    data = None
-    if request.body_exists:
-        body = BodyStream(request, limit, body_idle_timeout)
-        data = body.chunks()
-        if length is not None:
-            headers[hdrs.CONTENT_LENGTH] = str(length)
-    elif request.method in {"POST", "PUT", "PATCH"}:
-        headers[hdrs.CONTENT_LENGTH] = "0"
-
     url = _upstream_url(upstream, route, request)
+    if not request.body_exists:
+        if request.method in {"POST", "PUT", "PATCH"}:
+            headers[hdrs.CONTENT_LENGTH] = "0"
+        return await _exchange(request, upstream, url, headers, None, None, limit, client,
+                               held=False)
+
+    key = client.limit_key
+    stream = policy.stream
+    if stream is None:
+        try:
+            data = await read_small(request, limit, policy.deadline_seconds)
+        except BodyTooLargeError:
+            metrics.BODY_TOO_LARGE.labels("streamed").inc()
+            return too_large_response(request, limit)
+        except BodyTimeoutError:
+            metrics.SLOW_BODIES.labels("deadline").inc()
+            log.info("client_too_slow_small_body", upstream=upstream.name)
+            return await _timeout_response(request, "The request body did not arrive in time.")
+        except ClientGoneError:
+            return _client_closed_response()
+        if not upstream.in_flight.acquire(key):
+            return _busy_response(request, upstream, client)
+        try:
+            return await _exchange(request, upstream, url, headers, data, None, limit, client,
+                                   held=True)
+        finally:
+            upstream.in_flight.release(key)
+
+    uploads = stream.uploads
+    if not uploads.acquire(key):
+        metrics.CLIENT_LIMITED.labels("uploads").inc()
+        log.info("client_upload_limit", client_ip=client.ip)
+        return _refusal(request, RateLimitedError(
+            UPLOADS_RETRY_AFTER, "Too many uploads in progress. Try again shortly.",
+            code="too_many_uploads"))
+    try:
+        if not upstream.in_flight.acquire(key):
+            return _busy_response(request, upstream, client)
+        try:
+            if length is not None:
+                headers[hdrs.CONTENT_LENGTH] = str(length)
+            body = BodyStream(request, limit, stream)
+            return await _exchange(request, upstream, url, headers, body.chunks(), body, limit,
+                                   client, held=True)
+        finally:
+            upstream.in_flight.release(key)
+    finally:
+        uploads.release(key)
+
+
+async def _exchange(request: web.Request, upstream: Upstream, url: URL,
+                    headers: dict[str, str], data: object, body: BodyStream | None,
+                    limit: int, client: ClientInfo, *, held: bool) -> web.StreamResponse:
+    """One upstream request. ``held``: the client's in-flight slot is already taken; if not,
+    a streamed answer takes one."""
     response: web.StreamResponse | None = None
     try:
         async with upstream.session.request(request.method, url, headers=headers, data=data,
@@ -263,26 +307,36 @@ async def forward(request: web.Request, route: ApiRoute, upstream: Upstream, lim
                 # large or open-ended ones are streamed.
                 return web.Response(status=answer.status, reason=answer.reason,
                                     headers=answer_headers, body=await answer.read())
-            response = web.StreamResponse(status=answer.status, reason=answer.reason,
-                                          headers=answer_headers)
-            if answer.content_length is not None:
-                response.content_length = answer.content_length
+            key = None
+            if not held and request.method != "HEAD":
+                # The client now sets the pace at which this connection is freed.
+                key = client.limit_key
+                if not upstream.in_flight.acquire(key):
+                    return _busy_response(request, upstream, client)
             try:
-                await _to_client(response.prepare(request))
-                if request.method != "HEAD":
-                    async for chunk in answer.content.iter_chunked(READ_CHUNK):
-                        await _to_client(response.write(chunk))
-                await _to_client(response.write_eof())
-            except ClientGoneError:
-                # The client left during the download; leaving the block drops the
-                # unfinished upstream connection instead of returning it to the pool.
-                log.info("client_gone_mid_response", upstream=upstream.name)
-            return response
+                response = web.StreamResponse(status=answer.status, reason=answer.reason,
+                                              headers=answer_headers)
+                if answer.content_length is not None:
+                    response.content_length = answer.content_length
+                try:
+                    await _to_client(response.prepare(request))
+                    if request.method != "HEAD":
+                        async for chunk in answer.content.iter_chunked(READ_CHUNK):
+                            await _to_client(response.write(chunk))
+                    await _to_client(response.write_eof())
+                except ClientGoneError:
+                    # The client left during the download; leaving the block drops the
+                    # unfinished upstream connection instead of returning it to the pool.
+                    log.info("client_gone_mid_response", upstream=upstream.name)
+                return response
+            finally:
+                if key is not None:
+                    upstream.in_flight.release(key)
     except BodyTooLargeError:
         metrics.BODY_TOO_LARGE.labels("streamed").inc()
         return too_large_response(request, limit)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return _upstream_failure(request, upstream, body, response, limit, exc)
+        return await _upstream_failure(request, upstream, body, response, limit, exc)
 
 
 async def _to_client(write: Awaitable[object]) -> None:
@@ -301,19 +355,19 @@ def _client_closed_response() -> web.Response:
     return response
 
 
-def _upstream_failure(request: web.Request, upstream: Upstream, body: BodyStream | None,
+async def _upstream_failure(request: web.Request, upstream: Upstream, body: BodyStream | None,
                       response: web.StreamResponse | None, limit: int,
                       exc: BaseException) -> web.StreamResponse:
     if body is not None and body.too_large:
         metrics.BODY_TOO_LARGE.labels("streamed").inc()
         return too_large_response(request, limit)
     if body is not None and body.stalled:
-        log.info("client_stalled_mid_upload", upstream=upstream.name, received=body.received)
-        response = problem_response(408, "request_timeout",
-                                    "The request body stopped arriving.",
-                                    request_id=request.get(REQUEST_ID))
-        response.force_close()
-        return response
+        kind = "rate" if body.too_slow else "idle"
+        metrics.SLOW_BODIES.labels(kind).inc()
+        log.info("client_stalled_mid_upload", upstream=upstream.name, received=body.received,
+                 kind=kind)
+        return await _timeout_response(request, "The request body arrived too slowly."
+                                 if body.too_slow else "The request body stopped arriving.")
     if body is not None and body.client_gone:
         log.info("client_gone_mid_upload", upstream=upstream.name, received=body.received)
         return _client_closed_response()

@@ -25,6 +25,9 @@ class UpstreamSettings:
     connect_timeout_seconds: float
     read_timeout_seconds: float
     pool_size: int
+    # Connections of one upstream's pool one client may hold at once for requests with a
+    # body or a streamed answer (the ones whose length the client can stretch).
+    in_flight_per_client: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,12 @@ class BodyLimits:
     import_bytes: int
     # Longest wait for the next piece of a request body before the upload is dropped.
     body_idle_timeout_seconds: float
+    # A JSON body must have arrived whole this long after the request's head.
+    json_deadline_seconds: float
+    # A streamed body must carry this many bytes per second over each window (0: no rule).
+    stream_min_bytes_per_second: float
+    stream_rate_window_seconds: float
+    streams_per_client: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +169,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
                                           minimum=0.1),
         read_timeout_seconds=env.float("Upstreams__ReadTimeoutSeconds", 120.0, minimum=0.1),
         pool_size=env.int("Upstreams__PoolSize", 100, minimum=1, maximum=10_000),
+        in_flight_per_client=env.int("Upstreams__InFlightPerClient", 16, minimum=1,
+                                     maximum=10_000),
     )
+    if upstreams.in_flight_per_client > upstreams.pool_size:
+        env.problem("Upstreams__InFlightPerClient", "must not exceed Upstreams__PoolSize")
     for name, url in (("Upstreams__Auth", upstreams.auth), ("Upstreams__Media", upstreams.media)):
         parts = urlsplit(url)
         if parts.path not in {"", "/"} or parts.query or parts.fragment:
@@ -175,6 +188,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         import_bytes=env.int("Import__MaxFileSizeBytes", 500_000_000, minimum=1) + overhead,
         body_idle_timeout_seconds=env.float("Limits__BodyIdleTimeoutSeconds", 60.0,
                                             minimum=0.05),
+        json_deadline_seconds=env.float("Limits__JsonBodyDeadlineSeconds", 10.0,
+                                        minimum=0.05),
+        stream_min_bytes_per_second=env.float("Limits__StreamMinBytesPerSecond", 1024.0,
+                                              minimum=0.0),
+        stream_rate_window_seconds=env.float("Limits__StreamRateWindowSeconds", 30.0,
+                                             minimum=0.05),
+        streams_per_client=env.int("Limits__StreamsPerClient", 4, minimum=1,
+                                   maximum=10_000),
     )
 
     backend = env.choice("RateLimit__Backend", "memory", ("memory", "redis"))

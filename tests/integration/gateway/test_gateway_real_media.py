@@ -143,3 +143,54 @@ async def test_direct_call_to_media_without_the_internal_token_is_refused(
             method, f"{base}{path}",
             headers={"Cookie": f"authToken={client.token}", "X-Tempo-Identity": "forged"})
         assert response.status == 401, (method, path)
+
+
+async def test_upload_below_the_minimum_rate_is_408_and_leaves_no_file_in_media(
+        aiohttp_server: Any, base_env: dict[str, str], auth_server: TestServer,
+        media_server: TestServer, browser: Browser, tmp_path: Path,
+        db: asyncpg.Connection) -> None:
+    env = gateway_env(base_env, auth_url=server_url(auth_server),
+                      media_url=server_url(media_server),
+                      MediaStorage__MaxFileSizeBytes=str(FILE_LIMIT),
+                      Limits__MultipartOverheadBytes=str(OVERHEAD),
+                      Limits__StreamMinBytesPerSecond="2000",
+                      Limits__StreamRateWindowSeconds="1",
+                      Limits__BodyIdleTimeoutSeconds="30")
+    gateway = await start_gateway(aiohttp_server, env)
+    slow = Browser(browser.session, server_url(gateway))
+    token = await slow.sign_up()
+    root = tmp_path / "media-root"
+    files_before, rows_before = stored_files(root), await media_rows(db)
+    body = multipart("slow.jpg", b"\xff\xd8\xff\xe0" + os.urandom(60_000), "image/jpeg")
+    head = (f"POST /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
+            f"Cookie: authToken={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(head + body[:20_000])
+        await writer.drain()
+        # media has begun writing the file when the trickle starts.
+        for _ in range(50):
+            if stored_files(root) != files_before:
+                break
+            await asyncio.sleep(0.02)
+        assert stored_files(root) != files_before
+        answer = asyncio.ensure_future(reader.read(65536))
+        # About 200 bytes a second, a tenth of the rate asked for, for five seconds at most.
+        for sent in range(20_000, 30_000, 20):
+            if answer.done():
+                break
+            writer.write(body[sent:sent + 20])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        status_line = (await asyncio.wait_for(answer, 5)).split(b"\r\n", 1)[0]
+    finally:
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408 ")
+    for _ in range(50):
+        if stored_files(root) == files_before:
+            break
+        await asyncio.sleep(0.1)
+    assert stored_files(root) == files_before
+    assert await media_rows(db) == rows_before

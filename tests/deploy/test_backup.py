@@ -185,7 +185,7 @@ async def test_truncated_or_tampered_backup_is_refused_and_restores_nothing(
 @pytest.mark.parametrize("lie", [b'"sha256": "', b'"size": '])
 def test_a_well_encrypted_backup_whose_manifest_lies_is_refused(tmp_path, source, media_root,
                                                                 identity, monkeypatch, lie):
-    original = backup._add_bytes
+    original = backup.archive._add_bytes
 
     def lying_manifest(tar, name, data, mtime):
         if name == backup.MANIFEST:
@@ -194,7 +194,7 @@ def test_a_well_encrypted_backup_whose_manifest_lies_is_refused(tmp_path, source
             data = data[:at + len(lie)] + b"1" + data[at + len(lie):]
         original(tar, name, data, mtime)
 
-    monkeypatch.setattr(backup, "_add_bytes", lying_manifest)
+    monkeypatch.setattr(backup.archive, "_add_bytes", lying_manifest)
     out = tmp_path / "lying.age"
     backup.create(out, backup.Keys(recipients=(identity.to_public(),)), source, media_root)
     with pytest.raises(backup.BackupError, match="checksum mismatch"):

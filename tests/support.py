@@ -120,3 +120,11 @@ async def drop_restore_roles(admin_url: str, prefix: str) -> None:
         await roles.drop_roles(admin, [names["restore"], names["auth"], names["media"]])
     finally:
         await admin.close()
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

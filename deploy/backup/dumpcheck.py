@@ -84,8 +84,7 @@ class DumpReader:
     def __init__(self, pg_restore: str) -> None:
         self._listing = _Reader(pg_restore, "--list")
         try:
-            self._schema = _Reader(pg_restore, "--schema-only", "--no-owner",
-                                   "--no-privileges", "--file=-")
+            self._schema = _Reader(pg_restore, "--schema-only", "--no-owner", "--file=-")
         except BaseException:
             self._listing.kill()
             raise

@@ -26,10 +26,11 @@ SEALING_EVENT_TRIGGER = "tempo_keep_audit"
 # Restored as they come, inside the project's schemas.
 RESTORED_KINDS = ("TABLE DATA", "FK CONSTRAINT", "SEQUENCE OWNED BY", "SEQUENCE SET",
                   "CONSTRAINT", "SEQUENCE", "DEFAULT", "TRIGGER", "COMMENT", "FUNCTION",
-                  "INDEX", "TABLE", "VIEW")
-# Checked, then left to the target: its schemas come from the roles set-up, privileges
-# from the roles and the sealing.
-SKIPPED_KINDS = ("EVENT TRIGGER", "SCHEMA", "ACL")
+                  "INDEX", "TABLE", "VIEW", "ACL")
+# Checked, then left to the target: its schemas come from the roles set-up.
+SKIPPED_KINDS = ("EVENT TRIGGER", "SCHEMA")
+# The closed public schema is the roles set-up's too (deploy/postgres/10-roles.sh).
+SKIPPED_ACL = "SCHEMA public"
 _KINDS = sorted(RESTORED_KINDS + SKIPPED_KINDS, key=len, reverse=True)
 _ENTRY = re.compile(r"(\d+); \d+ \d+ (.*)")
 _FUNCTION = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([\w\".]+)\s*\(", re.I)
@@ -104,7 +105,9 @@ def problems(entries: list[Entry], schema_sql: str, known: Known) -> list[str]:
             if entry.schema == "-" and entry.name not in {
                     f"SCHEMA {s}" for s in (*PROJECT_SCHEMAS, "public")}:
                 found.append(f"ACL {entry.name}")
-            elif entry.schema != "-" and entry.schema not in PROJECT_SCHEMAS:
+            elif entry.schema != "-" and entry.schema not in PROJECT_SCHEMAS and not (
+                    entry.schema == "public"
+                    and entry.name.startswith("FUNCTION tempo_keep_audit(")):
                 found.append(f"ACL in schema {entry.schema}")
         elif kind == "FUNCTION":
             if entry.function not in allowed_functions:
@@ -120,9 +123,15 @@ def problems(entries: list[Entry], schema_sql: str, known: Known) -> list[str]:
     return found
 
 
+def _restored(entry: Entry) -> bool:
+    if entry.kind == "ACL":
+        return entry.name != SKIPPED_ACL and not (
+            entry.schema == "public" and entry.name.startswith("FUNCTION tempo_keep_audit("))
+    return entry.kind in RESTORED_KINDS and not (
+        entry.kind == "FUNCTION" and entry.function == SEALING_FUNCTION)
+
+
 def restore_list(entries: list[Entry]) -> str:
     """The ``--use-list`` for pg_restore: every entry but the skipped ones, in dump order
     (a dump read from a pipe can only be restored in order)."""
-    return "".join(entry.line + "\n" for entry in entries
-                   if entry.kind in RESTORED_KINDS
-                   and not (entry.kind == "FUNCTION" and entry.function == SEALING_FUNCTION))
+    return "".join(entry.line + "\n" for entry in entries if _restored(entry))

@@ -145,7 +145,7 @@ def restore(path: Path, keys: Keys, database: Database, media_root: Path) -> dic
     listing.flush()
     restore_process = subprocess.Popen(  # noqa: S603
         [pg_restore, "--single-transaction", "--exit-on-error", "--no-password",
-         "--no-owner", "--no-privileges", f"--use-list={listing.name}",
+         "--no-owner", f"--use-list={listing.name}",
          f"--dbname={database.url}"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors,
         env=database.env())

@@ -86,10 +86,12 @@ async def _check_target(database: Database) -> None:
         empty = await _is_empty(connection)
     finally:
         await connection.close()
-    if row is None or row["too_strong"] or row["other_roles"]:
+    if row["too_strong"] or row["other_roles"]:
+        held = f" (it holds {', '.join(sorted(row['other_roles']))})" \
+            if row["other_roles"] else ""
         raise BackupError("restore connects as the restore role (tempo_restore), which "
-                          "holds only the project's schemas; this role holds more "
-                          f"{sorted(row['other_roles']) if row else ''}".rstrip())
+                          "holds only the project's schemas; this role may do more"
+                          f"{held}")
     if row["unusable"]:
         raise BackupError(f"the restore role cannot create objects in schema(s) "
                           f"{', '.join(row['unusable'])}; set up the roles first "

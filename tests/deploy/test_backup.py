@@ -167,9 +167,11 @@ async def test_backup_then_restore_gives_equal_rows_and_byte_identical_media(
                                       "tempo-backup/media/owner-b/nested/video"}
 
 
-def test_backup_file_holds_no_plaintext_and_is_owner_only(made):
+def test_backup_file_holds_no_plaintext_and_is_owner_only(made, identity):
     data = made.read_bytes()
     assert data.startswith(b"age-encryption.org/v1")
+    # Plain age but for the signature trailer, as the module documents.
+    assert pyrage.decrypt(data[:-backup.signing.TRAILER_SIZE], [identity])[257:262] == b"ustar"
     assert MARKER not in data
     assert b"user 42" not in data
     assert oct(made.stat().st_mode & 0o777) == oct(0o600)
@@ -327,6 +329,21 @@ def test_missing_key_files_are_a_one_line_error(tmp_path, source, media_root, id
     assert len(errors) == 2
     assert not (tmp_path / "new.age").exists()
     assert not (tmp_path / "restored").exists()
+
+
+def test_create_refuses_a_signing_key_that_sits_with_the_backups(tmp_path, source, media_root,
+                                                                 identity):
+    (tmp_path / "backups").mkdir()
+    key = tmp_path / "backups" / "backup_signing_key"
+    key.write_bytes(backup.signing.new_key_pair()[0])
+    run = _command({**os.environ, "Database__Url": source.url,
+                    "MediaStorage__RootPath": str(media_root)})
+    refused = run("create", "--out-dir", str(tmp_path / "backups"), "--recipient",
+                  str(identity.to_public()), "--signing-key-file", str(key))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("backup: error: the signing key must not sit with the "
+                                     "backups")
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == ["backup_signing_key"]
 
 
 def test_pg_dump_must_match_the_server_version():

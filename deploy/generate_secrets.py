@@ -78,14 +78,16 @@ def ensure_backup_signing_key(folder: Path) -> Path:
     """The Ed25519 key that signs every backup, and its public verify key. The signing key
     stays with these secrets and never with the backups: with only the recipient anyone
     can make a file that decrypts, so verify and restore trust only what this key signed."""
-    verify_key = folder / "backup_verify_key"
-    if not (folder / "backup_signing_key").exists():
-        from deploy.backup.signing import new_key_pair
+    from deploy.backup.signing import load_signing_key, new_key_pair, verify_key_pem
 
-        private, public = new_key_pair()
+    signing_key = folder / "backup_signing_key"
+    verify_key = folder / "backup_verify_key"
+    if not signing_key.exists():
+        private, _public = new_key_pair()
         verify_key.unlink(missing_ok=True)
-        write_secret(folder / "backup_signing_key", private.decode())
-        write_secret(verify_key, public.decode())
+        write_secret(signing_key, private.decode())
+    if not verify_key.exists():
+        write_secret(verify_key, verify_key_pem(load_signing_key(signing_key)).decode())
     return verify_key
 
 

@@ -52,8 +52,12 @@ def new_key_pair() -> tuple[bytes, bytes]:
     private = Ed25519PrivateKey.generate()
     return (private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()),
-            private.public_key().public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo))
+            verify_key_pem(private))
+
+
+def verify_key_pem(private: Ed25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _read_key(path: Path) -> bytes:

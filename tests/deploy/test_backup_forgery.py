@@ -312,3 +312,19 @@ def test_the_known_objects_come_from_the_migrations_and_the_sealing():
     assert f"FUNCTION {policy.SEALING_FUNCTION}()" in keep_audit
     assert f"EVENT TRIGGER {policy.SEALING_EVENT_TRIGGER}" in (
         ROOT / "deploy" / "postgres" / "grant-gateway.sh").read_text()
+
+
+def test_generated_signing_key_is_kept_and_its_verify_key_made_again(tmp_path):
+    from deploy.generate_secrets import ensure_backup_signing_key
+
+    verify_key = ensure_backup_signing_key(tmp_path)
+    signing_key = tmp_path / "backup_signing_key"
+    first = signing_key.read_bytes()
+    assert oct(signing_key.stat().st_mode & 0o777) == oct(0o600)
+    public = signing.load_verify_key(verify_key)
+    assert signing.key_id(public) == signing.key_id(
+        signing.load_signing_key(signing_key).public_key())
+    verify_key.unlink()
+    assert ensure_backup_signing_key(tmp_path) == verify_key
+    assert signing_key.read_bytes() == first
+    assert signing.key_id(signing.load_verify_key(verify_key)) == signing.key_id(public)

@@ -78,7 +78,8 @@ def test_backup_and_restore_each_record_one_admin_record(postgres_admin_url, rol
     identity = pyrage.x25519.Identity.generate()
     (tmp_path / "key.txt").write_text(f"{identity}\n")
     signing_key, verify_key = new_key_pair()
-    (tmp_path / "signing.pem").write_bytes(signing_key)
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "signing.pem").write_bytes(signing_key)
     (tmp_path / "verify.pem").write_bytes(verify_key)
     media = tmp_path / "media"
     media.mkdir()
@@ -86,7 +87,7 @@ def test_backup_and_restore_each_record_one_admin_record(postgres_admin_url, rol
     out = tmp_path / "tempo.backup"
 
     assert backup.main(["create", "--out", str(out), "--recipient", str(identity.to_public()),
-                        "--signing-key-file", str(tmp_path / "signing.pem"),
+                        "--signing-key-file", str(tmp_path / "secrets" / "signing.pem"),
                         "--database-url", source, "--media-root", str(media)]) == 0
     (record,) = asyncio.run(_records(source))
     assert (record["event"], record["outcome"], record["actor"]) == ("backup", "success",

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 Path(args.out_dir).mkdir(parents=True, exist_ok=True)
                 out = Path(args.out_dir) / backup_name(datetime.now(UTC))
-            if Path(args.signing_key_file).resolve().is_relative_to(out.parent.resolve()):
+            # Copies of the backup folder go off-host; the key that vouches for them must not.
+            if Path(args.signing_key_file).resolve().parent == out.parent.resolve():
                 raise BackupError("the signing key must not sit with the backups: keep it "
                                   "with the other secrets")
             manifest = create(out, keys, database, _media_root(args.media_root))

@@ -28,6 +28,7 @@ SECRET_FILES: dict[str, int] = {
     "db_gateway_password": 32,
     "postgres_password": 32,
     "redis_password": 32,
+    "db_restore_password": 32,
 }
 
 
@@ -73,6 +74,23 @@ def ensure_backup_keys(folder: Path) -> Path:
     return recipient
 
 
+def ensure_backup_signing_key(folder: Path) -> Path:
+    """The Ed25519 key that signs every backup, and its public verify key. The signing key
+    stays with these secrets and never with the backups: with only the recipient anyone
+    can make a file that decrypts, so verify and restore trust only what this key signed."""
+    from deploy.backup.signing import load_signing_key, new_key_pair, verify_key_pem
+
+    signing_key = folder / "backup_signing_key"
+    verify_key = folder / "backup_verify_key"
+    if not signing_key.exists():
+        private, _public = new_key_pair()
+        verify_key.unlink(missing_ok=True)
+        write_secret(signing_key, private.decode())
+    if not verify_key.exists():
+        write_secret(verify_key, verify_key_pem(load_signing_key(signing_key)).decode())
+    return verify_key
+
+
 def share_with_containers(folder: Path) -> None:
     """Group-readable by the containers' group, when run as root; otherwise owner-only."""
     if os.geteuid() != 0:
@@ -99,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in ensure_previous_key_files(args.folder).values():
         paths[path.name] = path
     paths["backup_recipient"] = ensure_backup_keys(args.folder)
+    paths["backup_verify_key"] = ensure_backup_signing_key(args.folder)
+    paths["backup_signing_key"] = args.folder / "backup_signing_key"
     share_with_containers(args.folder)
     for name in paths:
         print(f"{args.folder / name}")

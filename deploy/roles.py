@@ -69,6 +69,19 @@ async def ensure_roles(admin: asyncpg.Connection, database: str, roles: list[Rol
             await _run(admin, f"ALTER SCHEMA {schema} OWNER TO %I", role.name)
 
 
+async def ensure_restore_role(admin: asyncpg.Connection, database: str, name: str,
+                              password: str, owners: list[str]) -> None:
+    """The role ``deploy.backup restore`` connects as: a member of the schema owners' roles
+    and nothing else, as ``deploy/postgres/10-roles.sh`` makes ``tempo_restore``."""
+    exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+    verb = "ALTER" if exists else "CREATE"
+    await _run(admin, f"{verb} ROLE %I LOGIN INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE "
+               "NOREPLICATION PASSWORD %L", name, password)
+    await _run(admin, "GRANT CONNECT ON DATABASE %I TO %I", database, name)
+    for owner in owners:
+        await _run(admin, "GRANT %I TO %I", owner, name)
+
+
 async def grant_revocation_reader(admin: asyncpg.Connection, gateway_role: str) -> bool:
     """Let the gateway read the revocation view; False while auth has not created it yet."""
     if await admin.fetchval("SELECT to_regclass($1)", REVOCATION_VIEW) is None:

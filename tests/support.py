@@ -73,3 +73,58 @@ def internal_headers(internal_key: str, audience: str, *, user_id: str | None = 
                                 session_id=session_id, client_ip=client_ip,
                                 user_agent=user_agent)
     return {INTERNAL_TOKEN_HEADER: token}
+
+
+def with_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def restore_roles(prefix: str) -> dict[str, str]:
+    from deploy import roles
+
+    return {name: roles.role_name(prefix, name) for name in ("auth", "media", "restore")}
+
+
+async def make_restore_target(admin_url: str, database: str, prefix: str) -> str:
+    """An empty database as ``deploy/postgres/10-roles.sh`` leaves one (schemas owned by the
+    service roles, and the restore role); returns its URL as the restore role."""
+    from deploy import roles
+
+    names = restore_roles(prefix)
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await roles.ensure_database(admin, database)
+    finally:
+        await admin.close()
+    url = with_database(admin_url, database)
+    admin = await asyncpg.connect(url)
+    try:
+        await roles.ensure_roles(admin, database, [
+            roles.Role(service, names[service], strong_secret()) for service in ("auth", "media")])
+        await roles.ensure_restore_role(admin, database, names["restore"], strong_secret(),
+                                        [names["auth"], names["media"]])
+    finally:
+        await admin.close()
+    return with_user(url, names["restore"])
+
+
+async def drop_restore_roles(admin_url: str, prefix: str) -> None:
+    from deploy import roles
+
+    admin = await asyncpg.connect(admin_url)
+    try:
+        names = restore_roles(prefix)
+        await roles.drop_roles(admin, [names["restore"], names["auth"], names["media"]])
+    finally:
+        await admin.close()
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

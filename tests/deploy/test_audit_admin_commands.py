@@ -13,9 +13,10 @@ import pyrage
 import pytest
 
 from deploy import backup
+from deploy.backup.signing import new_key_pair
 from services.auth.app import MIGRATIONS
 from shared.db import migrate
-from tests.support import with_database
+from tests.support import drop_restore_roles, make_restore_target, with_database
 
 
 async def _create(admin_url: str, name: str, *, migrated: bool) -> str:
@@ -61,18 +62,32 @@ def databases(postgres_admin_url):
         asyncio.run(_drop(postgres_admin_url, name))
 
 
-def test_backup_and_restore_each_record_one_admin_record(postgres_admin_url, databases,
-                                                         tmp_path: Path) -> None:
+@pytest.fixture
+def role_prefix(postgres_admin_url):
+    prefix = f"tempo_a{secrets.token_hex(4)}"
+    yield prefix
+    asyncio.run(drop_restore_roles(postgres_admin_url, prefix))
+
+
+def test_backup_and_restore_each_record_one_admin_record(postgres_admin_url, role_prefix,
+                                                         databases, tmp_path: Path) -> None:
+    # (role_prefix first: its roles are dropped after the databases that use them.)
     source = asyncio.run(_create(postgres_admin_url, databases[0], migrated=True))
-    target = asyncio.run(_create(postgres_admin_url, databases[1], migrated=False))
+    # The restore connects as the restore role, into a database set up for it.
+    target = asyncio.run(make_restore_target(postgres_admin_url, databases[1], role_prefix))
     identity = pyrage.x25519.Identity.generate()
     (tmp_path / "key.txt").write_text(f"{identity}\n")
+    signing_key, verify_key = new_key_pair()
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "signing.pem").write_bytes(signing_key)
+    (tmp_path / "verify.pem").write_bytes(verify_key)
     media = tmp_path / "media"
     media.mkdir()
     (media / "photo").write_bytes(b"secret photo bytes")
     out = tmp_path / "tempo.backup"
 
     assert backup.main(["create", "--out", str(out), "--recipient", str(identity.to_public()),
+                        "--signing-key-file", str(tmp_path / "secrets" / "signing.pem"),
                         "--database-url", source, "--media-root", str(media)]) == 0
     (record,) = asyncio.run(_records(source))
     assert (record["event"], record["outcome"], record["actor"]) == ("backup", "success",
@@ -81,7 +96,8 @@ def test_backup_and_restore_each_record_one_admin_record(postgres_admin_url, dat
     assert record["detail"] == {"file": out.name, "entries": record["detail"]["entries"]}
 
     assert backup.main(["restore", "--in", str(out), "--identity-file",
-                        str(tmp_path / "key.txt"), "--database-url", target,
+                        str(tmp_path / "key.txt"), "--verify-key-file",
+                        str(tmp_path / "verify.pem"), "--database-url", target,
                         "--media-root", str(tmp_path / "restored")]) == 0
     restored = asyncio.run(_records(target))
     # The backup is recorded once it is written, so after its own dump: the restored
@@ -99,8 +115,10 @@ def test_a_failed_restore_is_recorded_as_a_failure_where_it_can_be(postgres_admi
     target = asyncio.run(_create(postgres_admin_url, databases[0], migrated=True))
     (tmp_path / "key.txt").write_text(f"{pyrage.x25519.Identity.generate()}\n")
     (tmp_path / "garbage").write_bytes(b"not a backup")
+    (tmp_path / "verify.pem").write_bytes(new_key_pair()[1])
     assert backup.main(["restore", "--in", str(tmp_path / "garbage"), "--identity-file",
-                        str(tmp_path / "key.txt"), "--database-url", target,
+                        str(tmp_path / "key.txt"), "--verify-key-file",
+                        str(tmp_path / "verify.pem"), "--database-url", target,
                         "--media-root", str(tmp_path / "restored")]) == 1
     (record,) = asyncio.run(_records(target))
     assert (record["event"], record["outcome"], record["actor"]) == ("restore", "failure",

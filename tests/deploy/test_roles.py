@@ -165,7 +165,7 @@ def test_compose_init_script_gives_least_privilege(private_server, tmp_path):
     env = {**os.environ, "PGHOST": socket_dir, "PGUSER": "postgres", "POSTGRES_USER": "postgres",
            "POSTGRES_DB": "tempo", "SECRETS_DIR": str(tmp_path)}
     for name in ("db_auth_password", "db_media_password", "db_gateway_password",
-                 "postgres_password"):
+                 "db_restore_password", "postgres_password"):
         (tmp_path / name).write_text(secrets.token_urlsafe(24))
 
     def psql(sql: str, *, user: str = "postgres", database: str = "tempo"):
@@ -193,8 +193,14 @@ def test_compose_init_script_gives_least_privilege(private_server, tmp_path):
     assert psql("SELECT * FROM auth.sessions", user="tempo_media").returncode != 0
     assert psql("CREATE TABLE media.x (id int)", user="tempo_auth").returncode != 0
     assert psql("CREATE TABLE public.x (id int)", user="tempo_gateway").returncode != 0
-    for role in ("tempo_auth", "tempo_media", "tempo_gateway"):
+    for role in ("tempo_auth", "tempo_media", "tempo_gateway", "tempo_restore"):
         assert psql("CREATE SCHEMA sneaky", user=role).returncode != 0
+    # The restore role holds the two schemas (through their owners) and nothing more.
+    assert psql("CREATE TABLE auth.restored (id int); CREATE TABLE media.restored (id int)",
+                user="tempo_restore").returncode == 0
+    assert psql("CREATE TABLE public.x (id int)", user="tempo_restore").returncode != 0
+    assert psql("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles"
+                " WHERE rolname = 'tempo_restore'").stdout.strip() == "f"
     # Every role has a password: nothing logs in on an empty one once auth is required.
     assert psql("SELECT count(*) FROM pg_authid WHERE rolname LIKE 'tempo_%'"
                 " AND rolpassword IS NULL").stdout.strip() == "0"

@@ -12,9 +12,11 @@ import aiohttp
 import asyncpg
 import pyrage
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from deploy import backup
+from deploy import backup, roles
 from tests.e2e.support_edge import PASSWORD, assert_fsck_clean, media_tree, png_bytes
+from tests.support import strong_secret, with_user
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,32 +79,49 @@ async def test_backup_wipe_restore_gives_the_same_rows_and_media(make_stack, pos
     assert any(count for count, _ in before_rows.values())
 
     identity = pyrage.x25519.Identity.generate()
+    signer = Ed25519PrivateKey.generate()
+    opening = backup.Keys(identities=(identity,), verify_key=signer.public_key())
     out = tmp_path / "stack.age"
     source = backup.Database(database_url, None)
-    await asyncio.to_thread(backup.create, out, backup.Keys(recipients=(identity.to_public(),)),
-                            source, stack.stack.media_root)
+    await asyncio.to_thread(backup.create, out, backup.Keys(
+        recipients=(identity.to_public(),), signing_key=signer), source, stack.stack.media_root)
 
     for name in ("gateway", "media", "auth"):
         await asyncio.to_thread(stack.stop_service, name)
+    # The wipe leaves what a fresh deployment's database has: the roles and their empty
+    # schemas, and the restore role holding them.
+    owners = stack.stack.role_names
+    restorer = f"{stack.stack.role_prefix}_restore"
     admin = await asyncpg.connect(database_url)
     try:
         await admin.execute("DROP SCHEMA auth CASCADE; DROP SCHEMA media CASCADE")
+        await admin.execute(f'CREATE SCHEMA auth AUTHORIZATION "{owners["auth"]}";'
+                            f' CREATE SCHEMA media AUTHORIZATION "{owners["media"]}"')
+        await roles.ensure_restore_role(admin, stack.stack.database, restorer, strong_secret(),
+                                        [owners["auth"], owners["media"]])
     finally:
         await admin.close()
+    target = backup.Database(with_user(database_url, restorer), None)
     shutil.rmtree(stack.stack.media_root)
 
     tampered = tmp_path / "tampered.age"
     data = bytearray(out.read_bytes())
     data[len(data) // 3] ^= 0x40
     tampered.write_bytes(bytes(data))
-    with pytest.raises(backup.BackupError, match=r"truncated|altered"):
-        await asyncio.to_thread(backup.restore, tampered, backup.Keys(identities=(identity,)),
-                                source, stack.stack.media_root)
-    assert await table_digests(database_url) == {}
-    assert not stack.stack.media_root.exists() or media_tree(stack) == {}
+    try:
+        with pytest.raises(backup.BackupError, match=r"truncated|altered"):
+            await asyncio.to_thread(backup.restore, tampered, opening, target,
+                                    stack.stack.media_root)
+        assert await table_digests(database_url) == {}
+        assert not stack.stack.media_root.exists() or media_tree(stack) == {}
 
-    await asyncio.to_thread(backup.restore, out, backup.Keys(identities=(identity,)), source,
-                            stack.stack.media_root)
+        await asyncio.to_thread(backup.restore, out, opening, target, stack.stack.media_root)
+    finally:
+        admin = await asyncpg.connect(database_url)
+        try:
+            await roles.drop_roles(admin, [restorer])
+        finally:
+            await admin.close()
     assert await table_digests(database_url) == before_rows
     assert {path: (stack.stack.media_root / path).read_bytes()
             for path in media_tree(stack)} == before_media

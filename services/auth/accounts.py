@@ -22,6 +22,7 @@ from services.auth.domain import (
     LockoutPolicy,
     Username,
     check_password,
+    dummy_cost,
     locked_for,
     needs_rehash,
     normalize_username,
@@ -189,13 +190,17 @@ async def login(services: Services, origin: Origin, raw_username: str,
         # No such username can exist; it still costs the same work and the same answer.
         name = None
     user: store.User | None = None
-    if name is not None:
-        async with services.pool.acquire() as connection:
+    async with services.pool.acquire() as connection:
+        if name is not None:
             user = await store.select_user_by_key(connection, name.key)
             await _refuse_if_locked(services, connection, origin, audit.LOGIN, name,
                                     user.id if user else None)
+        reference = [user.password_hash] if user else \
+            await store.select_password_hashes(connection)
 
-    if not await services.hasher.verify(password, user.password_hash if user else None):
+    cost = dummy_cost(reference, services.hasher.cost)
+    if not await services.hasher.verify(password, user.password_hash if user else None,
+                                        dummy_cost=cost):
         if name is None:
             metrics.LOGIN_FAILURES.labels(reason="invalid_credentials").inc()
             async with services.pool.acquire() as connection:

@@ -111,6 +111,12 @@ async def select_user_by_id(connection: asyncpg.Connection, user_id: uuid.UUID) 
         " WHERE id = $1", user_id))
 
 
+async def select_password_hashes(connection: asyncpg.Connection) -> list[str]:
+    """Every stored hash (Tempo holds one): their cost is what unknown names are timed at."""
+    return [row["password_hash"] for row in await connection.fetch(
+        "SELECT password_hash FROM auth.users")]
+
+
 async def update_password_hash(connection: asyncpg.Connection, user_id: uuid.UUID,
                                password_hash: str) -> None:
     await connection.execute(

@@ -26,7 +26,7 @@ MAX_BCRYPT_COST = 16
 # No configuration may weaken the password rule below this.
 MIN_PASSWORD_LENGTH_FLOOR = 8
 # A setup code shorter than this could be guessed within the registration rate limits
-# before the owner registers; deploy.generate_secrets makes 27 characters.
+# before the owner registers; deploy.generate_secrets makes 32 characters.
 MIN_SETUP_CODE_LENGTH = 16
 
 
@@ -43,6 +43,8 @@ class AuthSettings:
     cookie_secure: bool
     purge_interval_seconds: int
     audit_retention_days: int = DEFAULT_RETENTION_DAYS
+    # Repeats of one failure from one client within this long share one audit record.
+    audit_repeat_window_seconds: int = 3600
     # When set, the first registration must present it: the first visitor to reach a new
     # deployment could otherwise claim it.
     setup_code: Secret | None = None
@@ -93,6 +95,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         purge_interval_seconds=env.int("Auth__SessionPurgeIntervalSeconds", 3600,
                                        minimum=1, maximum=86400),
         audit_retention_days=retention_days(env),
+        audit_repeat_window_seconds=env.int("Auth__AuditRepeatWindowMinutes", 60, minimum=1,
+                                            maximum=1440) * 60,
         setup_code=setup_code,
     )
     if env.problems:

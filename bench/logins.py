@@ -8,6 +8,11 @@ alternating with the bursts (A B A B ...): auth cannot log in faster than its bo
 
 Then the bounded hash queue: a burst larger than workers + queue must be answered 503 with
 ``Retry-After`` for the excess, at once, instead of piling up.
+
+Last, whether a login tells a username exists after ``Auth__BcryptCost`` changes: auth is
+restarted at cost 10 (the owner's hash still at 12), then at 12 (the hash rehashed to 10 by
+a login in between), and each time failed logins for an unknown name and for the owner's
+name with a wrong password alternate one at a time; their medians must stay within 5 %.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ TARGETS = (
     ("health_p99_during_logins_ms", 50.0, False),
     ("logins_vs_bcrypt_bound", 0.9, True),
     ("hash_queue_overflow_503_share", 1.0, True),
+    ("unknown_vs_owner_gap_after_cost_fall", 0.05, False),
+    ("unknown_vs_owner_gap_after_cost_rise", 0.05, False),
 )
+LOWER_COST = 10
+# Failed logins must never lock the owner's name out while they are being timed.
+LOCKOUT_THRESHOLD = 100
 COST = 12
 CONCURRENT = 50
 QUEUE_SIZE = 64
@@ -129,6 +139,7 @@ async def run(quick: bool) -> Report:
         "Auth__BcryptCost": str(COST),
         "Auth__HashWorkers": str(workers),
         "Auth__HashQueueSize": str(QUEUE_SIZE),
+        "Auth__LockoutThreshold": str(LOCKOUT_THRESHOLD),
     }
     with work_dir("logins-") as folder:
         async with stack(folder / "stack", env=settings) as running:
@@ -158,8 +169,89 @@ async def run(quick: bool) -> Report:
 
             overflow_total = CONCURRENT + workers + QUEUE_SIZE
             answers, _, _ = await burst(client, credentials, overflow_total)
-    return report(checks, bursts, answers, bound=bound, workers=workers, rounds=rounds,
-                  overflow_total=overflow_total, quick=quick)
+
+            samples = 15 if quick else 30
+            timings = []
+            for stored_cost, configured in ((COST, LOWER_COST), (LOWER_COST, COST)):
+                running.services["auth"].env["Auth__BcryptCost"] = str(configured)
+                await running.restart("auth")
+                timings.append(await time_failures(client, credentials, samples,
+                                                   stored_cost, configured))
+    out = report(checks, bursts, answers, bound=bound, workers=workers, rounds=rounds,
+                 overflow_total=overflow_total, quick=quick)
+    add_cost_change(out, timings)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FailureTimes:
+    """Failed logins after a cost change, before the owner's hash is rehashed."""
+
+    stored_cost: int
+    configured: int
+    unknown_ms: list[float]
+    owner_ms: list[float]
+
+    @property
+    def gap(self) -> float:
+        unknown, owner = statistics.median(self.unknown_ms), statistics.median(self.owner_ms)
+        return abs(unknown / owner - 1)
+
+
+async def time_failures(client: Client, credentials: dict[str, str], samples: int,
+                        stored_cost: int, configured: int) -> FailureTimes:
+    """Alternate (A B B A ...) an unknown name and the owner's with a wrong password, one
+    request at a time, then log in so the owner's hash follows the configured cost."""
+    unknown: list[float] = []
+    owner: list[float] = []
+    wrong = {"username": credentials["username"], "password": secrets.token_urlsafe(18)}
+    async with aiohttp.ClientSession() as session:
+
+        async def fail_unknown() -> None:
+            # A fresh name each time, so no lockout of it ever answers early.
+            body = {"username": f"nobody-{secrets.token_hex(6)}", "password": wrong["password"]}
+            status, _, seconds = await client.post(session, "/auth/login", body)
+            if status != 401:
+                raise RuntimeError(f"unknown-name login answered {status}")
+            unknown.append(seconds * 1000)
+
+        async def fail_owner() -> None:
+            status, _, seconds = await client.post(session, "/auth/login", wrong)
+            if status != 401:
+                raise RuntimeError(f"wrong-password login answered {status}")
+            owner.append(seconds * 1000)
+
+        # One of each first, not counted: the first requests after a restart pay for
+        # connections and caches.
+        await fail_unknown()
+        await fail_owner()
+        unknown.clear()
+        owner.clear()
+        for index in range(samples):
+            order = (fail_unknown, fail_owner) if index % 2 == 0 else (fail_owner, fail_unknown)
+            for step in order:
+                await step()
+        status, _, _ = await client.post(session, "/auth/login", credentials)
+        if status != 200:
+            raise RuntimeError(f"owner login answered {status}")
+    times = FailureTimes(stored_cost, configured, unknown, owner)
+    say(f"  cost {stored_cost} → {configured}: unknown name median "
+        f"{statistics.median(unknown):.0f} ms, owner wrong password median "
+        f"{statistics.median(owner):.0f} ms, gap {times.gap:.3f}")
+    return times
+
+
+def add_cost_change(out: Report, timings: list[FailureTimes]) -> None:
+    for times in timings:
+        direction = "fall" if times.configured < times.stored_cost else "rise"
+        out.notes.append(
+            f"after a cost {direction} (owner's hash at {times.stored_cost}, configured "
+            f"{times.configured}): failed login median, unknown name "
+            f"{statistics.median(times.unknown_ms):.0f} ms vs owner with a wrong password "
+            f"{statistics.median(times.owner_ms):.0f} ms over {len(times.owner_ms)} each, "
+            f"alternating; gap {times.gap:.3f}")
+        out.results.append(Result(f"unknown_vs_owner_gap_after_cost_{direction}", times.gap,
+                                  0.05, higher=False))
 
 
 def report(checks: list[float], bursts: list[Burst], overflow: list[tuple[int, str | None,

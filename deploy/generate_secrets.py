@@ -29,6 +29,9 @@ SECRET_FILES: dict[str, int] = {
     "postgres_password": 32,
     "redis_password": 32,
     "db_restore_password": 32,
+    # What the first registration must present (Auth__SetupCode_FILE), so that whoever
+    # reaches a new deployment first cannot claim it; useless once the account exists.
+    "setup_code": 24,
 }
 
 

@@ -106,13 +106,20 @@ AUDIT_OBJECTS = {
     "media": ("media.audit_events", "media.guard_audit()", "media.purge_audit(integer)"),
 }
 
+# Counts beside an audit table (repeats of one failure share a record): sealed the same way,
+# with UPDATE of the count alone and DELETE, which their guard allows only to grow a count
+# and to drop one whose record the purge removed.
+AUDIT_COUNTS = {
+    "auth": ("auth.auth_event_repeats", "auth.guard_audit_repeats()"),
+}
+
 # The event trigger function refusing drops of the audit trails; compose runs the same file.
 KEEP_AUDIT_FUNCTION = (Path(__file__).parent / "postgres" / "keep-audit.sql").read_text()
 
 
 async def seal_audit_tables(admin: asyncpg.Connection, service_roles: dict[str, str]
                             ) -> list[str]:
-    """Make each existing audit table append-only for its service role.
+    """Make each existing audit table append-only (its counts grow-only) for its service role.
 
     ``admin`` is a superuser connected to the database; it takes ownership of the table,
     its guard and its purge function, and leaves the service role INSERT and SELECT on the
@@ -131,6 +138,17 @@ async def seal_audit_tables(admin: asyncpg.Connection, service_roles: dict[str, 
             await _run(admin, f"GRANT SELECT, INSERT ON {table} TO %I", role)
             await admin.execute(f"REVOKE ALL ON FUNCTION {purge} FROM PUBLIC")
             await _run(admin, f"GRANT EXECUTE ON FUNCTION {purge} TO %I", role)
+        sealed.append(table)
+    for service, (table, guard) in AUDIT_COUNTS.items():
+        role = service_roles.get(service)
+        if role is None or await admin.fetchval("SELECT to_regclass($1)", table) is None:
+            continue
+        async with admin.transaction():
+            await admin.execute(f"ALTER TABLE {table} OWNER TO CURRENT_USER")
+            await admin.execute(f"ALTER FUNCTION {guard} OWNER TO CURRENT_USER")
+            await _run(admin, f"REVOKE ALL ON {table} FROM PUBLIC, %I", role)
+            await _run(admin, f"GRANT SELECT, INSERT, DELETE, UPDATE (repeats) ON {table}"
+                       " TO %I", role)
         sealed.append(table)
     async with admin.transaction():
         await admin.execute(KEEP_AUDIT_FUNCTION)

@@ -465,6 +465,17 @@ def _settings_from_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if "__" in key}
 
 
+def setup_code_env(root: Path, *, production: bool, overrides: Mapping[str, str]
+                   ) -> tuple[dict[str, dict[str, str]], Path | None]:
+    """In production mode the first registration needs the setup code, a secret generated
+    with the others (``setup_code``); development mode, and a code given in the shell,
+    leave it alone. Returns auth's extra settings and the file to print the code from."""
+    if not production or {"Auth__SetupCode", "Auth__SetupCode_FILE"} & set(overrides):
+        return {}, None
+    path = (root / "secrets" / "setup_code").resolve()
+    return {"auth": {"Auth__SetupCode_FILE": str(path)}}, path
+
+
 async def _serve(args: argparse.Namespace, root: Path) -> int:
     overrides = _settings_from_environment()
     database_url = overrides.pop("Database__Url", None)
@@ -473,8 +484,11 @@ async def _serve(args: argparse.Namespace, root: Path) -> int:
     def echo(line: str) -> None:
         print(line, flush=True)
 
+    service_env, setup_code = setup_code_env(root, production=args.production,
+                                             overrides=overrides)
     stack = Stack(root, env=overrides, database_url=database_url,
                   development=not args.production, host=args.host, echo=echo,
+                  service_env=service_env,
                   ports={"gateway": args.port, "auth": args.port + 1,
                          "media": args.port + 2})
     stop = asyncio.Event()
@@ -488,6 +502,10 @@ async def _serve(args: argparse.Namespace, root: Path) -> int:
         if starting.done() and starting.exception() is None:
             print(f"\nTempo is running at {stack.url}/  (Ctrl-C stops everything)\n",
                   flush=True)
+            if setup_code is not None and setup_code.exists():
+                print(f"Setup code for creating the account: {setup_code.read_text().strip()}"
+                      f"\n  (from {setup_code}; it opens nothing once the account exists)\n",
+                      flush=True)
             await stopped
         elif starting.done():
             print(f"stack   | could not start: {starting.exception()}", file=sys.stderr)

@@ -3,7 +3,9 @@
 Each service keeps its own append-only table in its own schema; each answers
 ``GET /<service>/audit`` with the caller's records, newest first, one page at a time; the
 gateway merges the two. A record holds when, what, who (a user id or ``admin``), from
-where, the request id and the outcome, and never a secret or file content.
+where, the request id and the outcome, and never a secret or file content. A record may
+stand for several like it (``count``, the last at ``lastTime``): auth counts a stranger's
+repeated failures in one record per window rather than one each.
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class AuditEntry:
     ip: str | None
     request_id: str | None
     detail: dict[str, Any] = field(default_factory=dict)
+    # How many times it happened: repeats of a failure within one window share a record.
+    count: int = 1
+    last_at: datetime | None = None
 
     def to_json(self, service: str) -> dict[str, Any]:
         return {
@@ -111,6 +116,8 @@ class AuditEntry:
             "clientIp": self.ip,
             "requestId": self.request_id,
             "detail": self.detail,
+            "count": self.count,
+            "lastTime": self.last_at.isoformat() if self.last_at else None,
             "cursor": encode_position(Position(self.occurred_at, self.id)),
         }
 
@@ -121,7 +128,8 @@ class AuditEntry:
             detail = json.loads(detail)
         return cls(id=row["id"], occurred_at=row["occurred_at"], action=row["action"],
                    outcome=row["outcome"], actor=row["actor"], ip=row["ip"],
-                   request_id=row["request_id"], detail=dict(detail or {}))
+                   request_id=row["request_id"], detail=dict(detail or {}),
+                   count=row.get("count") or 1, last_at=row.get("last_at"))
 
 
 def page_json(entries: list[AuditEntry], limit: int, service: str) -> dict[str, Any]:

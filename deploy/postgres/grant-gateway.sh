@@ -2,7 +2,9 @@
 # Lets the gateway read the revocation list auth publishes, and nothing else of auth's;
 # and seals the audit tables: auth.auth_events and media.audit_events (with their guard
 # and purge functions) move to the superuser, their service roles keep only INSERT and
-# SELECT (and EXECUTE on the purge), and an event trigger refuses any drop of them by
+# SELECT (and EXECUTE on the purge); auth.auth_event_repeats, the counts of repeated
+# failures, likewise, with UPDATE of the count and DELETE, which its guard lets only grow a
+# count or drop one whose record is gone; and an event trigger refuses any drop of them by
 # anyone but a superuser. The same rules as deploy/roles.py seal_audit_tables.
 # Run by the one-shot `db-grants` service after auth and media report healthy (their
 # migrations have created these objects); safe to run again.
@@ -24,6 +26,11 @@ REVOKE ALL ON auth.auth_events FROM PUBLIC, tempo_auth;
 GRANT SELECT, INSERT ON auth.auth_events TO tempo_auth;
 REVOKE ALL ON FUNCTION auth.purge_audit(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION auth.purge_audit(integer) TO tempo_auth;
+
+ALTER TABLE auth.auth_event_repeats OWNER TO CURRENT_USER;
+ALTER FUNCTION auth.guard_audit_repeats() OWNER TO CURRENT_USER;
+REVOKE ALL ON auth.auth_event_repeats FROM PUBLIC, tempo_auth;
+GRANT SELECT, INSERT, DELETE, UPDATE (repeats) ON auth.auth_event_repeats TO tempo_auth;
 
 ALTER TABLE media.audit_events OWNER TO CURRENT_USER;
 ALTER FUNCTION media.guard_audit() OWNER TO CURRENT_USER;

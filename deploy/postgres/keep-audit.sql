@@ -15,8 +15,11 @@ BEGIN
         IF dropped.object_identity IN ('auth.auth_events', 'media.audit_events',
                                        'auth.guard_audit()', 'media.guard_audit()',
                                        'auth.purge_audit(integer)',
-                                       'media.purge_audit(integer)')
+                                       'media.purge_audit(integer)',
+                                       'auth.auth_event_repeats',
+                                       'auth.guard_audit_repeats()')
            OR dropped.object_identity LIKE '% on auth.auth_events'
+           OR dropped.object_identity LIKE '% on auth.auth_event_repeats'
            OR dropped.object_identity LIKE '% on media.audit_events' THEN
             RAISE EXCEPTION '% belongs to an append-only audit trail',
                 dropped.object_identity USING ERRCODE = 'insufficient_privilege';

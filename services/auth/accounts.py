@@ -9,6 +9,8 @@ gateway by the database when that transaction commits.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,23 +18,23 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
-from services.auth import audit, metrics, store
+from services.auth import audit, metrics, store, throttle
 from services.auth.audit import Origin
 from services.auth.domain import (
     LockoutPolicy,
     Username,
     check_password,
+    dummy_cost,
     locked_for,
     needs_rehash,
     normalize_username,
-    register_failure,
 )
 from services.auth.hashing import Hasher
 from services.auth.settings import AuthSettings
 from shared.errors import (
     ConflictError,
+    ForbiddenError,
     NotFoundError,
-    RateLimitedError,
     ServiceUnavailableError,
     UnauthorizedError,
     ValidationError,
@@ -96,19 +98,60 @@ def _recordable(raw_username: str) -> str | None:
         return None
 
 
-async def registration_available(services: Services) -> bool:
+async def registration_available(services: Services) -> tuple[bool, bool]:
+    """Whether registration is open, and whether it asks for the setup code."""
     async with services.pool.acquire() as connection:
-        return not await store.registration_taken(connection)
+        available = not await store.registration_taken(connection)
+    return available, available and services.settings.setup_code is not None
+
+
+class SetupCodeError(ForbiddenError):
+    code = "invalid_setup_code"
+    message = "Registration needs the setup code this server was deployed with."
+
+
+def _setup_code_attempt(origin: Origin, username: str | None) -> throttle.Attempt:
+    # Counted per client, so that strangers cannot lock the owner out of registering. No
+    # username key starts with a space, so this never meets a user's count.
+    return throttle.Attempt(event=audit.REGISTER, key=f" setup-code {origin.ip or ''}",
+                            username=username)
+
+
+async def _refuse_closed(services: Services, connection: asyncpg.Connection, origin: Origin,
+                         username: str | None) -> None:
+    await audit.record_repeated(connection, origin, audit.REGISTER, audit.REFUSED,
+                                window_seconds=services.settings.audit_repeat_window_seconds,
+                                reason="registration_closed", username=username)
+
+
+async def _check_setup_code(services: Services, origin: Origin, presented: str | None,
+                            username: str | None) -> None:
+    """Nothing to do unless a code is configured; then it must be presented, and a client
+    that keeps guessing is locked out like a username at login."""
+    expected = services.settings.setup_code
+    if expected is None:
+        return
+    attempt = _setup_code_attempt(origin, username)
+    async with services.pool.acquire() as connection:
+        await throttle.refuse_if_locked(services, connection, origin, attempt)
+    # Compared as bytes of the same digest length, so the time taken says nothing of how
+    # much of the code matched, nor of its length.
+    given = hashlib.sha256((presented or "").strip().encode("utf-8")).digest()
+    if presented and hmac.compare_digest(
+            given, hashlib.sha256(expected.reveal().encode("utf-8")).digest()):
+        return
+    await throttle.record_failure(services, origin, attempt, outcome=audit.REFUSED,
+                                  reason="invalid_setup_code")
+    raise SetupCodeError()
 
 
 async def register(services: Services, origin: Origin, raw_username: str, password: str,
-                   confirm_password: str | None) -> store.User:
+                   confirm_password: str | None, setup_code: str | None = None) -> store.User:
     async with services.pool.acquire() as connection:
         if await store.registration_taken(connection):
-            await audit.record(connection, origin, audit.REGISTER, audit.REFUSED,
-                               username=_recordable(raw_username),
-                               reason="registration_closed")
+            await _refuse_closed(services, connection, origin, _recordable(raw_username))
             raise store.RegistrationClosedError()
+    await _check_setup_code(services, origin, setup_code, _recordable(raw_username))
     name = normalize_username(raw_username)
     if confirm_password is not None and confirm_password != password:
         raise ValidationError("confirmPassword", "Passwords do not match.",
@@ -124,52 +167,18 @@ async def register(services: Services, origin: Origin, raw_username: str, passwo
             password_hash = await services.hasher.hash(password)
             user = await store.insert_user(connection, user_id, name.display, name.key,
                                            password_hash)
+            if services.settings.setup_code is not None:
+                await store.clear_failures(connection, _setup_code_attempt(origin, None).key)
             await audit.record(connection, origin, audit.REGISTER, audit.SUCCESS,
                                user_id=user.id, username=user.username)
     except store.RegistrationClosedError:
         async with services.pool.acquire() as connection:
-            await audit.record(connection, origin, audit.REGISTER, audit.REFUSED,
-                               username=name.display, reason="registration_closed")
+            await _refuse_closed(services, connection, origin, name.display)
         raise
     return user
 
 
 # ------------------------------------------------------------------------------- login
-
-async def _refuse_if_locked(services: Services, connection: asyncpg.Connection,
-                            origin: Origin, event: str, name: Username,
-                            user_id: uuid.UUID | None) -> None:
-    now = await store.now(connection)
-    wait = locked_for(await store.select_failures(connection, name.key), now)
-    if wait is None:
-        return
-    metrics.LOGIN_FAILURES.labels(reason="locked_out").inc()
-    await audit.record(connection, origin, event, audit.REFUSED, user_id=user_id,
-                       username=name.display, reason="locked_out", retry_after=wait)
-    raise RateLimitedError(wait, "Too many failed attempts. Try again later.",
-                           code="locked_out")
-
-
-async def _record_failure(services: Services, origin: Origin, event: str, name: Username,
-                          user_id: uuid.UUID | None) -> None:
-    """Count one failure for the username; lock it when the count reaches the threshold."""
-    metrics.LOGIN_FAILURES.labels(reason="invalid_credentials").inc()
-    async with services.pool.acquire() as connection, connection.transaction():
-        await store.lock_failures(connection, name.key)
-        record = await store.select_failures(connection, name.key, for_update=True)
-        now = await store.now(connection)
-        outcome = register_failure(record, services.lockout, now)
-        await store.save_failures(connection, name.key, outcome.record)
-        await audit.record(connection, origin, event, audit.FAILURE, user_id=user_id,
-                           username=name.display, reason="invalid_credentials")
-        if outcome.locked_now:
-            assert outcome.record.locked_until is not None
-            metrics.LOCKOUTS.inc()
-            await audit.record(
-                connection, origin, audit.LOCKOUT, audit.SUCCESS, user_id=user_id,
-                username=name.display, lockouts=outcome.record.lockouts,
-                locked_seconds=int((outcome.record.locked_until - now).total_seconds()))
-
 
 async def _issue_session(services: Services, connection: asyncpg.Connection,
                          user: store.User, origin: Origin) -> Issued:
@@ -181,6 +190,12 @@ async def _issue_session(services: Services, connection: asyncpg.Connection,
     return Issued(user=user, session=session, token=token, expires_at=expires_at)
 
 
+def _login_attempt(name: Username, user: store.User | None,
+                   event: str = audit.LOGIN) -> throttle.Attempt:
+    return throttle.Attempt(event=event, key=name.key, user_id=user.id if user else None,
+                            username=name.display)
+
+
 async def login(services: Services, origin: Origin, raw_username: str,
                 password: str) -> Issued:
     try:
@@ -189,21 +204,26 @@ async def login(services: Services, origin: Origin, raw_username: str,
         # No such username can exist; it still costs the same work and the same answer.
         name = None
     user: store.User | None = None
-    if name is not None:
-        async with services.pool.acquire() as connection:
+    async with services.pool.acquire() as connection:
+        if name is not None:
             user = await store.select_user_by_key(connection, name.key)
-            await _refuse_if_locked(services, connection, origin, audit.LOGIN, name,
-                                    user.id if user else None)
+            await throttle.refuse_if_locked(services, connection, origin,
+                                            _login_attempt(name, user))
+        # Read whether or not the name exists, so neither path does less work.
+        stored = await store.select_password_hashes(connection)
 
-    if not await services.hasher.verify(password, user.password_hash if user else None):
+    cost = dummy_cost(stored, services.hasher.cost)
+    if not await services.hasher.verify(password, user.password_hash if user else None,
+                                        dummy_cost=cost):
+        metrics.LOGIN_FAILURES.labels(reason="invalid_credentials").inc()
         if name is None:
-            metrics.LOGIN_FAILURES.labels(reason="invalid_credentials").inc()
             async with services.pool.acquire() as connection:
-                await audit.record(connection, origin, audit.LOGIN, audit.FAILURE,
-                                   reason="invalid_username")
+                await audit.record_repeated(
+                    connection, origin, audit.LOGIN, audit.FAILURE, reason="invalid_username",
+                    window_seconds=services.settings.audit_repeat_window_seconds)
         else:
-            await _record_failure(services, origin, audit.LOGIN, name,
-                                  user.id if user else None)
+            await throttle.record_failure(services, origin, _login_attempt(name, user),
+                                          reason="invalid_credentials")
         raise InvalidCredentialsError()
     assert user is not None
     assert name is not None
@@ -235,9 +255,9 @@ async def login(services: Services, origin: Origin, raw_username: str,
                                    session_id=str(issued.session.id),
                                    rehashed=new_hash is not None)
         if wait is not None:
-            await _refuse_if_locked(services, connection, origin, audit.LOGIN, name, user.id)
-            raise RateLimitedError(wait, "Too many failed attempts. Try again later.",
-                                   code="locked_out")
+            await throttle.refuse_if_locked(services, connection, origin,
+                                            _login_attempt(name, user))
+            raise throttle.locked_error(wait)
     metrics.LOGINS.inc()
     return issued
 
@@ -320,11 +340,12 @@ async def change_password(services: Services, identity: Identity, origin: Origin
     if user is None:
         raise UnauthorizedError()
     name = normalize_username(user.username)
+    attempt = _login_attempt(name, user, audit.PASSWORD_CHANGE)
     async with services.pool.acquire() as connection:
-        await _refuse_if_locked(services, connection, origin, audit.PASSWORD_CHANGE, name,
-                                user.id)
+        await throttle.refuse_if_locked(services, connection, origin, attempt)
     if not await services.hasher.verify(current_password, user.password_hash):
-        await _record_failure(services, origin, audit.PASSWORD_CHANGE, name, user.id)
+        metrics.LOGIN_FAILURES.labels(reason="invalid_credentials").inc()
+        await throttle.record_failure(services, origin, attempt, reason="invalid_credentials")
         raise ValidationError("currentPassword", "The current password is not correct.",
                               code="invalid_current_password")
     if new_password == current_password:

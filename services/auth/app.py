@@ -7,6 +7,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from services.auth import store
+from services.auth.domain import dummy_cost
 from services.auth.hashing import Hasher
 from services.auth.keys import AUTH_SETTINGS, HASHER, USER_TOKENS
 from services.auth.maintenance import purge_context
@@ -15,7 +17,7 @@ from services.auth.settings import SERVICE, AuthSettings
 from shared.audit import purge_context as audit_purge_context
 from shared.db import database_context
 from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec, internal_identity_middleware
-from shared.keys import COMMON_SETTINGS
+from shared.keys import COMMON_SETTINGS, DB_POOL
 from shared.metrics import metrics_listener
 from shared.tokens import TokenCodec, TokenError
 from shared.web import error_middleware, request_id_middleware
@@ -45,7 +47,9 @@ async def hasher_context(app: web.Application) -> AsyncIterator[None]:
     hasher = Hasher(settings.bcrypt_cost, workers=settings.hash_workers,
                     queue_size=settings.hash_queue_size)
     try:
-        await hasher.start()
+        async with app[DB_POOL].acquire() as connection:
+            stored = await store.select_password_hashes(connection)
+        await hasher.start([dummy_cost(stored, settings.bcrypt_cost)])
         app[HASHER] = hasher
         yield
     finally:

@@ -7,6 +7,7 @@ Never a password, a hash or a token.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -57,12 +58,51 @@ async def record(connection: asyncpg.Connection, origin: Origin, event: str, out
                  *, user_id: uuid.UUID | str | None = None, username: str | None = None,
                  **detail: Any) -> None:
     """Write the event in the caller's connection (and transaction, if one is open)."""
-    if isinstance(user_id, str):
-        user_id = uuid.UUID(user_id)
-    actor = origin.actor or (str(user_id) if user_id is not None else None)
+    user_id = _uuid(user_id)
     await store.insert_event(connection, event=event, outcome=outcome, user_id=user_id,
                              username=username, ip=origin.ip, user_agent=origin.user_agent,
-                             request_id=origin.request_id, detail=detail, actor=actor)
+                             request_id=origin.request_id, detail=detail,
+                             actor=_actor(origin, user_id))
+    _log(origin, event, outcome, user_id, username, detail)
+
+
+async def record_repeated(connection: asyncpg.Connection, origin: Origin, event: str,
+                          outcome: str, *, window_seconds: int, reason: str,
+                          user_id: uuid.UUID | str | None = None, username: str | None = None,
+                          **detail: Any) -> None:
+    """Like ``record``, for what a stranger can repeat at will (a wrong password, a refusal).
+
+    The first of a kind (event, outcome, reason, client, user, username) in a window is a
+    record of its own; the ones after it in that window add to its count instead, so that
+    the owner's trail stays readable and bounded however long an attack lasts. Each one is
+    still logged.
+    """
+    user_id = _uuid(user_id)
+    parts = (event, outcome, reason, origin.ip or "", str(user_id or ""),
+             (username or "").casefold())
+    key = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    detail = {"reason": reason, **detail}
+    async with connection.transaction():
+        await store.lock_repeat_key(connection, key)
+        if not await store.count_repeat(connection, key):
+            event_id = await store.insert_event(
+                connection, event=event, outcome=outcome, user_id=user_id, username=username,
+                ip=origin.ip, user_agent=origin.user_agent, request_id=origin.request_id,
+                detail=detail, actor=_actor(origin, user_id))
+            await store.open_repeat_window(connection, event_id, key, window_seconds)
+    _log(origin, event, outcome, user_id, username, detail)
+
+
+def _uuid(user_id: uuid.UUID | str | None) -> uuid.UUID | None:
+    return uuid.UUID(user_id) if isinstance(user_id, str) else user_id
+
+
+def _actor(origin: Origin, user_id: uuid.UUID | None) -> str | None:
+    return origin.actor or (str(user_id) if user_id is not None else None)
+
+
+def _log(origin: Origin, event: str, outcome: str, user_id: uuid.UUID | None,
+         username: str | None, detail: dict[str, Any]) -> None:
     # A fresh proxy per event, so the log always follows the current configuration.
     logger = structlog.get_logger("audit")
     # What monitoring looks for (refusals, lockouts) stays visible at a quieter log level.

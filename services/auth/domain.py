@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -104,8 +105,23 @@ def bcrypt_cost_of(password_hash: str) -> int | None:
 
 
 def needs_rehash(password_hash: str, cost: int) -> bool:
-    stored = bcrypt_cost_of(password_hash)
-    return stored is None or stored < cost
+    """A hash not at the configured cost is remade at the next login, down as well as up:
+    a stored hash kept at an old cost would answer at another speed than the dummy that
+    unknown usernames are checked against, and so tell them apart."""
+    return bcrypt_cost_of(password_hash) != cost
+
+
+def dummy_cost(stored_hashes: Iterable[str], configured: int) -> int:
+    """The cost to check an unknown username at: that of the stored hashes.
+
+    An unknown name must take as long as the owner's name with a wrong password, and the
+    owner's hash keeps the cost it was made at until the next successful login. Tempo has
+    one user, so this is that user's cost; were there several, the highest, since the
+    owner's name is the one worth telling apart. With nothing stored (or nothing readable),
+    the configured cost, which is what the first hash will be made at.
+    """
+    costs = [cost for cost in map(bcrypt_cost_of, stored_hashes) if cost is not None]
+    return max(costs, default=configured)
 
 
 # -------------------------------------------------------------------------------- lockout

@@ -49,8 +49,9 @@ def _session_body(issued: accounts.Issued) -> dict[str, Any]:
 
 
 async def get_registration_available(request: web.Request) -> web.Response:
-    available = await accounts.registration_available(_services(request))
-    return json_response({"registrationAvailable": available})
+    available, code_required = await accounts.registration_available(_services(request))
+    return json_response({"registrationAvailable": available,
+                          "setupCodeRequired": code_required})
 
 
 async def register(request: web.Request) -> web.Response:
@@ -58,8 +59,9 @@ async def register(request: web.Request) -> web.Response:
     username = require_str(data, "username")
     password = require_str(data, "password")
     confirm = optional_str(data, "confirmPassword")
+    setup_code = optional_str(data, "setupCode")
     user = await accounts.register(_services(request), Origin.of(request), username, password,
-                                   confirm)
+                                   confirm, setup_code)
     return json_response({"message": "User registered successfully", "userId": str(user.id),
                           "username": user.username}, status=201)
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import bcrypt
 
 from services.auth import metrics
+from services.auth.domain import bcrypt_cost_of
 from shared.errors import ServiceUnavailableError
 
 T = TypeVar("T")
@@ -33,15 +34,27 @@ class Hasher:
         self.in_flight = 0
         self._executor = ThreadPoolExecutor(max_workers=workers,
                                             thread_name_prefix="bcrypt")
-        self._dummy_hash: bytes | None = None
+        # Dummy hashes by cost: an unknown username is checked at the cost of the stored
+        # hash, which may differ from the configured one until the owner logs in again.
+        self._dummies: dict[int, bytes] = {}
         # A rough cost of one job, measured, so Retry-After says something useful.
         self._job_seconds = 0.25
 
-    async def start(self) -> None:
-        """Prepare the hash that unknown usernames are checked against."""
-        filler = secrets.token_urlsafe(24).encode()
-        self._dummy_hash = await self._run(
-            lambda: bcrypt.hashpw(filler, bcrypt.gensalt(self.cost)))
+    async def start(self, costs: Iterable[int] = ()) -> None:
+        """Prepare the hashes that unknown usernames are checked against, at the configured
+        cost and at ``costs`` (those of the stored hashes), so that no login pays for
+        making one."""
+        for cost in {self.cost, *costs}:
+            await self._dummy(cost)
+
+    async def _dummy(self, cost: int) -> bytes:
+        dummy = self._dummies.get(cost)
+        if dummy is None:
+            filler = secrets.token_urlsafe(24).encode()
+            salt = bcrypt.gensalt(cost)
+            dummy = await self._run(lambda: bcrypt.hashpw(filler, salt))
+            self._dummies[cost] = dummy
+        return dummy
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -72,18 +85,23 @@ class Hasher:
         hashed = await self._run(lambda: bcrypt.hashpw(encoded, salt))
         return hashed.decode("ascii")
 
-    async def verify(self, password: str, password_hash: str | None) -> bool:
+    async def verify(self, password: str, password_hash: str | None, *,
+                     dummy_cost: int | None = None) -> bool:
         """Check ``password``; with no hash, spend the same work on a dummy and say no.
 
-        A password over bcrypt's 72 bytes cannot match a stored hash (the policy never let
-        one in), and is never cut short: it is refused after the same amount of work.
+        The dummy is made at ``dummy_cost`` (the stored hash's, see ``domain.dummy_cost``),
+        the configured cost when not given. A password over bcrypt's 72 bytes cannot match
+        a stored hash (the policy never let one in), and is never cut short: it is refused
+        after the same amount of work as checking that hash would take.
         """
         encoded = password.encode("utf-8")
         fits = len(encoded) <= 72
         if password_hash is None or not fits:
-            dummy = self._dummy_hash
-            if dummy is None:
+            if password_hash is not None:
+                dummy_cost = bcrypt_cost_of(password_hash)
+            if not self._dummies:
                 raise RuntimeError("Hasher.start() was not awaited")
+            dummy = await self._dummy(dummy_cost or self.cost)
             candidate = encoded if fits else bytes(72)
             await self._run(lambda: bcrypt.checkpw(candidate, dummy))
             return False

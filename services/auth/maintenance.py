@@ -1,4 +1,5 @@
-"""Background upkeep: expired sessions and stale failed-login records are purged."""
+"""Background upkeep: expired sessions, stale failed-login records, and the counts of audit
+records the retention purge has removed are deleted."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from shared.keys import DB_POOL
 log = structlog.get_logger("maintenance")
 
 
-async def purge(pool: asyncpg.Pool, stale_after: timedelta) -> tuple[int, int]:
-    """Delete expired sessions and failure records untouched for ``stale_after``.
+async def purge(pool: asyncpg.Pool, stale_after: timedelta) -> tuple[int, int, int]:
+    """Delete expired sessions, failure records untouched for ``stale_after``, and repeat
+    counts whose audit record is gone; returns how many of each.
 
     An expired session needs no revocation entry: the gateway refuses expired tokens.
     """
@@ -27,15 +29,17 @@ async def purge(pool: asyncpg.Pool, stale_after: timedelta) -> tuple[int, int]:
         sessions = await store.delete_expired_sessions(connection)
         cutoff = await store.now(connection) - stale_after
         failures = await store.delete_stale_failures(connection, cutoff)
-    return sessions, failures
+        repeats = await store.delete_orphan_repeats(connection)
+    return sessions, failures, repeats
 
 
 async def _purge_forever(pool: asyncpg.Pool, interval: float, stale_after: timedelta) -> None:
     while True:
         try:
-            sessions, failures = await purge(pool, stale_after)
-            if sessions or failures:
-                log.info("purged", sessions=sessions, failure_records=failures)
+            sessions, failures, repeats = await purge(pool, stale_after)
+            if sessions or failures or repeats:
+                log.info("purged", sessions=sessions, failure_records=failures,
+                         audit_repeat_counts=repeats)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
             # The database may be restarting; the next round tries again.
             log.warning("purge_failed", exc_info=True)

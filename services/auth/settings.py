@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
-from shared.config import PRODUCTION, CommonSettings, Env, SettingsError, load_common
+from shared.config import (
+    PRODUCTION,
+    CommonSettings,
+    Env,
+    Secret,
+    SettingsError,
+    load_common,
+)
 
 SERVICE = "auth"
 DEFAULT_PORT = 8081
@@ -18,6 +25,9 @@ MIN_BCRYPT_COST = 10
 MAX_BCRYPT_COST = 16
 # No configuration may weaken the password rule below this.
 MIN_PASSWORD_LENGTH_FLOOR = 8
+# A setup code shorter than this could be guessed within the registration rate limits
+# before the owner registers; deploy.generate_secrets makes 32 characters.
+MIN_SETUP_CODE_LENGTH = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +43,11 @@ class AuthSettings:
     cookie_secure: bool
     purge_interval_seconds: int
     audit_retention_days: int = DEFAULT_RETENTION_DAYS
+    # Repeats of one failure from one client within this long share one audit record.
+    audit_repeat_window_seconds: int = 3600
+    # When set, the first registration must present it: the first visitor to reach a new
+    # deployment could otherwise claim it.
+    setup_code: Secret | None = None
 
     @property
     def token_lifetime_seconds(self) -> int:
@@ -59,6 +74,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         env.problem("Auth__LockoutMaxMinutes",
                     "must be at least Auth__LockoutWindowMinutes")
 
+    setup_code = env.secret("Auth__SetupCode")
+    if setup_code is not None and len(setup_code) < MIN_SETUP_CODE_LENGTH:
+        env.problem("Auth__SetupCode",
+                    f"must be at least {MIN_SETUP_CODE_LENGTH} characters")
+
     settings = AuthSettings(
         common=common,
         bcrypt_cost=env.int("Auth__BcryptCost", 12, minimum=MIN_BCRYPT_COST,
@@ -75,6 +95,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         purge_interval_seconds=env.int("Auth__SessionPurgeIntervalSeconds", 3600,
                                        minimum=1, maximum=86400),
         audit_retention_days=retention_days(env),
+        audit_repeat_window_seconds=env.int("Auth__AuditRepeatWindowMinutes", 60, minimum=1,
+                                            maximum=1440) * 60,
+        setup_code=setup_code,
     )
     if env.problems:
         raise SettingsError(env.problems)

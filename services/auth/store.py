@@ -111,6 +111,12 @@ async def select_user_by_id(connection: asyncpg.Connection, user_id: uuid.UUID) 
         " WHERE id = $1", user_id))
 
 
+async def select_password_hashes(connection: asyncpg.Connection) -> list[str]:
+    """Every stored hash (Tempo holds one): their cost is what unknown names are timed at."""
+    return [row["password_hash"] for row in await connection.fetch(
+        "SELECT password_hash FROM auth.users")]
+
+
 async def update_password_hash(connection: asyncpg.Connection, user_id: uuid.UUID,
                                password_hash: str) -> None:
     await connection.execute(
@@ -261,13 +267,45 @@ async def insert_event(connection: asyncpg.Connection, *, event: str, outcome: s
                        user_id: uuid.UUID | None, username: str | None, ip: str | None,
                        user_agent: str | None, request_id: str | None,
                        detail: Mapping[str, Any] | None = None,
-                       actor: str | None = None) -> None:
-    await connection.execute(
+                       actor: str | None = None) -> int:
+    """Append one record; returns its id."""
+    return await connection.fetchval(
         "INSERT INTO auth.auth_events"
         " (event, outcome, user_id, username, ip, user_agent, request_id, detail, actor)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)",
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9) RETURNING id",
         event, outcome, user_id, username, ip, user_agent, request_id,
         json.dumps(dict(detail or {})), actor)
+
+
+async def lock_repeat_key(connection: asyncpg.Connection, repeat_key: str) -> None:
+    """Serialise the repeats of one kind until the caller's transaction ends, so that two
+    at once cannot both open a window."""
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                             repeat_key)
+
+
+async def count_repeat(connection: asyncpg.Connection, repeat_key: str) -> bool:
+    """Add one to the open window of ``repeat_key``; False when none is open."""
+    status = await connection.execute(
+        "UPDATE auth.auth_event_repeats SET repeats = repeats + 1"
+        " WHERE repeat_key = $1 AND window_ends_at > clock_timestamp()", repeat_key)
+    return not status.endswith(" 0")
+
+
+async def open_repeat_window(connection: asyncpg.Connection, event_id: int, repeat_key: str,
+                             window_seconds: int) -> None:
+    await connection.execute(
+        "INSERT INTO auth.auth_event_repeats (event_id, repeat_key, window_ends_at)"
+        " VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))",
+        event_id, repeat_key, window_seconds)
+
+
+async def delete_orphan_repeats(connection: asyncpg.Connection) -> int:
+    """The counts whose records the retention purge removed."""
+    status = await connection.execute(
+        "DELETE FROM auth.auth_event_repeats r WHERE NOT EXISTS"
+        " (SELECT 1 FROM auth.auth_events e WHERE e.id = r.event_id)")
+    return int(status.split()[-1])
 
 
 async def select_audit_page(connection: asyncpg.Connection, user_id: uuid.UUID, limit: int,
@@ -278,12 +316,14 @@ async def select_audit_page(connection: asyncpg.Connection, user_id: uuid.UUID, 
     whole (no user attached): in a single-user deployment those concern the owner too.
     """
     rows = await connection.fetch(
-        "SELECT id, occurred_at, event AS action, outcome,"
-        " COALESCE(actor, user_id::text, 'anonymous') AS actor, ip, request_id, detail"
-        " FROM auth.auth_events"
-        " WHERE (user_id = $1 OR (user_id IS NULL AND actor = 'admin'))"
-        "   AND ($2::timestamptz IS NULL OR (occurred_at, id) < ($2, $3))"
-        " ORDER BY occurred_at DESC, id DESC LIMIT $4",
+        "SELECT e.id, e.occurred_at, e.event AS action, e.outcome,"
+        " COALESCE(e.actor, e.user_id::text, 'anonymous') AS actor, e.ip, e.request_id,"
+        " e.detail, 1 + COALESCE(r.repeats, 0) AS count,"
+        " CASE WHEN r.repeats > 0 THEN r.last_at END AS last_at"
+        " FROM auth.auth_events e LEFT JOIN auth.auth_event_repeats r ON r.event_id = e.id"
+        " WHERE (e.user_id = $1 OR (e.user_id IS NULL AND e.actor = 'admin'))"
+        "   AND ($2::timestamptz IS NULL OR (e.occurred_at, e.id) < ($2, $3))"
+        " ORDER BY e.occurred_at DESC, e.id DESC LIMIT $4",
         user_id, after.occurred_at if after else None, after.id if after else 0, limit + 1)
     return [AuditEntry.from_row(row) for row in rows]
 

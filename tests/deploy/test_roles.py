@@ -214,3 +214,44 @@ def test_compose_init_script_gives_least_privilege(private_server, tmp_path):
     assert "append-only audit trail" in dropped.stderr
     dropped = psql("DROP FUNCTION auth.guard_audit() CASCADE", user="tempo_auth")
     assert dropped.returncode != 0
+
+
+async def test_sealed_repeat_counts_only_grow_even_when_added_to_a_sealed_trail(
+        setup, tmp_path):
+    url, names = setup
+    # A deployment sealed before the counts existed: its next start migrates them in as the
+    # service role, which no longer owns the audit table; the next seal takes them too.
+    earlier = tmp_path / "migrations"
+    earlier.mkdir()
+    for path in sorted(AUTH_MIGRATIONS.glob("*.sql"))[:2]:
+        (earlier / path.name).write_text(path.read_text())
+    auth = await as_role(url, names["auth"])
+    admin = await asyncpg.connect(url)
+    try:
+        await migrate(auth, "auth", earlier)
+        assert await roles.seal_audit_tables(admin, {"auth": names["auth"]}) == [
+            "auth.auth_events"]
+        await migrate(auth, "auth", AUTH_MIGRATIONS)
+        assert await roles.seal_audit_tables(admin, {"auth": names["auth"]}) == [
+            "auth.auth_events", "auth.auth_event_repeats"]
+
+        event = await auth.fetchval("INSERT INTO auth.auth_events (event, outcome)"
+                                    " VALUES ('login', 'failure') RETURNING id")
+        await auth.execute("INSERT INTO auth.auth_event_repeats"
+                           " (event_id, repeat_key, window_ends_at)"
+                           " VALUES ($1, 'k', now() + interval '1 hour')", event)
+        await auth.execute("UPDATE auth.auth_event_repeats SET repeats = repeats + 1")
+        for statement in (
+                "UPDATE auth.auth_event_repeats SET repeats = 0",
+                "UPDATE auth.auth_event_repeats SET window_ends_at = now()",
+                "DELETE FROM auth.auth_event_repeats",
+                "TRUNCATE auth.auth_event_repeats",
+                "ALTER TABLE auth.auth_event_repeats DISABLE TRIGGER ALL",
+                "DROP TABLE auth.auth_event_repeats",
+                "DROP FUNCTION auth.guard_audit_repeats() CASCADE"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await auth.execute(statement)
+        assert await auth.fetchval("SELECT repeats FROM auth.auth_event_repeats") == 1
+    finally:
+        await auth.close()
+        await admin.close()

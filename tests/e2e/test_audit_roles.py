@@ -82,3 +82,35 @@ def test_the_gateway_role_cannot_read_audit_tables(stack: BackgroundStack) -> No
         return refused
 
     assert asyncio.run(probe()) == list(TABLES.values())
+
+
+def test_the_auth_role_can_only_raise_a_repeat_count(stack: BackgroundStack) -> None:
+    async def probe() -> dict[str, str]:
+        connection = await connect_as(stack, "auth")
+        outcomes = {}
+        try:
+            record = await connection.fetchval(INSERTS["auth"])
+            await connection.execute(
+                "INSERT INTO auth.auth_event_repeats (event_id, repeat_key, window_ends_at)"
+                " VALUES ($1, 'probe', now() + interval '1 hour')", record)
+            await connection.execute("UPDATE auth.auth_event_repeats SET repeats = repeats + 1"
+                                     " WHERE event_id = $1", record)
+            for statement in (
+                    f"UPDATE auth.auth_event_repeats SET repeats = 0 WHERE event_id = {record}",
+                    f"DELETE FROM auth.auth_event_repeats WHERE event_id = {record}",
+                    "TRUNCATE auth.auth_event_repeats",
+                    "ALTER TABLE auth.auth_event_repeats DISABLE TRIGGER ALL",
+                    "DROP TABLE auth.auth_event_repeats"):
+                try:
+                    await connection.execute(statement)
+                    outcomes[statement] = "allowed"
+                except asyncpg.PostgresError as exc:
+                    outcomes[statement] = type(exc).__name__
+            assert await connection.fetchval(
+                "SELECT repeats FROM auth.auth_event_repeats WHERE event_id = $1", record) == 1
+        finally:
+            await connection.close()
+        return outcomes
+
+    outcomes = asyncio.run(probe())
+    assert set(outcomes.values()) == {"InsufficientPrivilegeError"}, outcomes

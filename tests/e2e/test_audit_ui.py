@@ -35,6 +35,8 @@ def failed_sign_in(stack, username: str) -> None:
 def test_account_page_lists_security_activity_with_failed_sign_ins_highlighted(
         ui, ui_stack, owner):  # noqa: F811
     ensure_owner(ui_stack, owner)
+    # Two from one client in one window: one record, shown with its count.
+    failed_sign_in(ui_stack, owner.username)
     failed_sign_in(ui_stack, owner.username)
     page, watch = ui.open("audit")
     sign_in(page, watch, owner)
@@ -46,6 +48,11 @@ def test_account_page_lists_security_activity_with_failed_sign_ins_highlighted(
     assert alert.count() >= 1
     assert "Sign-in" in alert.first.inner_text()
     assert "failed sign-in" in alert.first.inner_text()
+    repeated = trail.locator("li.audit-alert[data-action='login']").first
+    count = int(repeated.get_attribute("data-count"))
+    assert count >= 2
+    assert f"× {count}" in repeated.inner_text()
+    assert f"{count} times, the last" in repeated.inner_text()
     plain = trail.locator("li[data-outcome='success']").first
     style = "(node) => getComputedStyle(node).backgroundColor"
     assert alert.first.evaluate(style) != plain.evaluate(style)

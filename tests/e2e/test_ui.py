@@ -48,11 +48,16 @@ class Owner:
     password: str = "quartz lantern meadow 1987"
 
 
+# The UI stack is deployed as compose deploys: the first registration needs this code.
+SETUP_CODE = "ember-quarry-sextant-51vd"
+
+
 @pytest.fixture(scope="module")
 def ui_stack(make_stack: Callable[..., BackgroundStack]) -> BackgroundStack:
     """A stack of the UI tests' own: the first-run screen needs an instance nobody has
     registered on yet."""
-    return make_stack(env={"MediaStorage__MaxFileSizeBytes": str(MEDIA_LIMIT)})
+    return make_stack(env={"MediaStorage__MaxFileSizeBytes": str(MEDIA_LIMIT)},
+                      service_env={"auth": {"Auth__SetupCode": SETUP_CODE}})
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +105,8 @@ def ensure_owner(stack: BackgroundStack, owner: Owner) -> None:
     """Creates the account when a scenario runs without the first-run one before it."""
     if _api(stack, "GET", "/api/auth/registration-available")["registrationAvailable"]:
         _api(stack, "POST", "/api/auth/register",
-             {"username": owner.username, "password": owner.password})
+             {"username": owner.username, "password": owner.password,
+              "setupCode": SETUP_CODE})
 
 
 def sign_in(page, watch, owner: Owner) -> None:
@@ -184,9 +190,26 @@ def test_first_run_creates_the_account_and_closes_registration(ui, ui_stack, own
         .map((c) => c.id || c.name)""")
     assert unlabelled == []
 
+    # The server asks for the setup code: a wrong one is refused and said so.
+    code = register.get_by_label("Setup code")
+    assert code.is_visible()
+    assert page.evaluate("() => document.activeElement.id") == "register-setup-code"
+    watch.expect("POST", "/api/auth/register", 403)
+    code.fill("not-the-code-at-all-0000")
+    register.get_by_label("Username").fill(owner.username)
+    register.get_by_label("Password", exact=True).fill(owner.password)
+    register.get_by_label("Repeat the password").fill(owner.password)
+    with page.expect_response("**/api/auth/register") as wrong_code:
+        register.get_by_role("button", name="Create account").click()
+    assert wrong_code.value.status == 403
+    error = page.locator("#register-error")
+    error.wait_for()
+    assert error.inner_text() == "That setup code is not the right one."
+    assert register.is_visible()
+    code.fill(SETUP_CODE)
+
     # A guessable password: the server's own words are shown.
     watch.expect("POST", "/api/auth/register", 400)
-    register.get_by_label("Username").fill(owner.username)
     register.get_by_label("Password", exact=True).fill("password1234")
     register.get_by_label("Repeat the password").fill("password1234")
     with page.expect_response("**/api/auth/register") as refused:

@@ -16,8 +16,8 @@ from shared.db import migrate
 from shared.tokens import Claims, TokenCodec
 from tests.support import internal_headers
 
-AUTH_TABLES = ("auth.auth_events", "auth.login_failures", "auth.sessions",
-               "auth.registration_lock", "auth.users")
+AUTH_TABLES = ("auth.auth_events", "auth.auth_event_repeats", "auth.login_failures",
+               "auth.sessions", "auth.registration_lock", "auth.users")
 # zxcvbn scores these 4; the tests share them so each one reads as intent, not noise.
 GOOD_PASSWORD = "violet-harbor-tangent-42"
 OTHER_GOOD_PASSWORD = "copper-meadow-quantum-77"

@@ -12,12 +12,13 @@ from auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, USERNAME, AuthApi, 
 async def test_registration_available_until_the_first_user_registers(api: AuthApi) -> None:
     response = await api.request("GET", "/auth/registration-available")
     assert response.status == 200
-    assert await response.json() == {"registrationAvailable": True}
+    assert await response.json() == {"registrationAvailable": True, "setupCodeRequired": False}
 
     assert (await api.register()).status == 201
 
     response = await api.request("GET", "/auth/registration-available")
-    assert await response.json() == {"registrationAvailable": False}
+    assert await response.json() == {"registrationAvailable": False,
+                                     "setupCodeRequired": False}
 
 
 async def test_register_creates_the_user_with_a_bcrypt_hash(api: AuthApi,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import bcrypt
+import pytest
 from auth_helpers import GOOD_PASSWORD, AuthApi, user_codec
 
 from services.auth.app import create_app
@@ -40,13 +42,63 @@ async def test_a_stored_hash_is_rehashed_at_login_after_the_cost_rises(
     assert (await at_eleven.login()).status == 200
     assert await stored_hash(db) == upgraded  # no second rehash at the same cost
 
-    # A lower configured cost never downgrades a stronger hash.
-    assert (await at_ten.login()).status == 200
-    assert await stored_hash(db) == upgraded
     event = await db.fetchval("SELECT detail->>'rehashed' FROM auth.auth_events"
                               " WHERE event = 'login' AND outcome = 'success'"
                               " ORDER BY id LIMIT 1 OFFSET 1")
     assert event == "true"
+
+
+async def test_a_stored_hash_is_rehashed_at_login_after_the_cost_falls(
+        aiohttp_client, base_env: dict[str, str], internal_key: str,
+        db: asyncpg.Connection) -> None:
+    # A hash left at the old cost would answer slower than the dummy unknown names get.
+    at_eleven = await make_api(aiohttp_client, base_env, internal_key, Auth__BcryptCost="11")
+    assert (await at_eleven.register()).status == 201
+    assert (await stored_hash(db)).startswith("$2b$11$")
+
+    at_ten = await make_api(aiohttp_client, base_env, internal_key, Auth__BcryptCost="10")
+    assert (await at_ten.login(password="wrong-password-here")).status == 401
+    assert (await stored_hash(db)).startswith("$2b$11$")  # only a success rehashes
+    assert (await at_ten.login()).status == 200
+    lowered = await stored_hash(db)
+    assert lowered.startswith("$2b$10$")
+    assert (await at_ten.login()).status == 200
+    assert await stored_hash(db) == lowered
+
+
+def checked_costs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The cost of every hash bcrypt checks a password against, as the library sees it."""
+    seen: list[str] = []
+    real = bcrypt.checkpw
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        seen.append(hashed[:7].decode())
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", checkpw)
+    return seen
+
+
+@pytest.mark.parametrize(("made_at", "configured"), [("11", "10"), ("10", "11")])
+async def test_an_unknown_name_is_checked_at_the_cost_of_the_owner_hash(
+        aiohttp_client, base_env: dict[str, str], internal_key: str, db: asyncpg.Connection,
+        monkeypatch: pytest.MonkeyPatch, made_at: str, configured: str) -> None:
+    before = await make_api(aiohttp_client, base_env, internal_key,
+                            Auth__BcryptCost=made_at)
+    assert (await before.register()).status == 201
+    after = await make_api(aiohttp_client, base_env, internal_key,
+                           Auth__BcryptCost=configured)
+    seen = checked_costs(monkeypatch)
+    assert (await after.login(password="wrong-password-here")).status == 401
+    assert (await after.login(username="nobody-here")).status == 401
+    assert (await after.login(username="nobody-here", password="x" * 80)).status == 401
+    assert seen == [f"$2b${made_at}$"] * 3
+
+    # Once the owner's hash follows the new cost, so does the dummy.
+    assert (await after.login()).status == 200
+    seen.clear()
+    assert (await after.login(username="nobody-here")).status == 401
+    assert seen == [f"$2b${configured}$"]
 
 
 async def test_hashes_use_the_configured_cost(aiohttp_client, base_env: dict[str, str],

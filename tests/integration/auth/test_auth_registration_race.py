@@ -57,4 +57,5 @@ async def test_the_registration_lock_cannot_be_released(api: AuthApi,
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await db.execute("TRUNCATE auth.registration_lock")
     response = await api.request("GET", "/auth/registration-available")
-    assert await response.json() == {"registrationAvailable": False}
+    assert await response.json() == {"registrationAvailable": False,
+                                     "setupCodeRequired": False}

@@ -134,7 +134,7 @@ async def test_purge_deletes_expired_sessions_only(api: AuthApi, db: asyncpg.Con
                      " WHERE jti = $1", expired)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     try:
-        sessions, _ = await purge(pool, stale_after=timedelta(hours=1))
+        sessions, _, _ = await purge(pool, stale_after=timedelta(hours=1))
     finally:
         await pool.close()
     assert sessions == 1

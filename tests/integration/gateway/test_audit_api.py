@@ -83,7 +83,22 @@ async def test_audit_pages_both_trails_newest_first_and_only_the_callers(
         assert all(size == limit for size in sizes[:-1])
         assert all(item["clientIp"] == "127.0.0.1" and item["requestId"] for item in mine)
         assert all(set(item) == {"time", "service", "action", "outcome", "actor", "clientIp",
-                                 "requestId", "detail"} for item in items)
+                                 "requestId", "detail", "count", "lastTime"} for item in items)
+
+
+async def test_repeated_failed_logins_show_as_one_counted_record(http, audit_gateway) -> None:
+    browser = Browser(http, server_url(audit_gateway))
+    await browser.sign_up()
+    token = browser.token
+    for _ in range(3):
+        assert (await browser.login(password="wrong-password-entirely")).status == 401
+    browser.token = token
+    items, _ = await page_through(browser, 100)
+    failed = [item for item in items if item["outcome"] == "failure"]
+    assert [(item["service"], item["action"], item["count"]) for item in failed] == [
+        ("auth", "login", 3)]
+    assert failed[0]["lastTime"] >= failed[0]["time"]
+    assert {item["count"] for item in items if item["outcome"] != "failure"} == {1}
 
 
 async def test_audit_needs_a_session(http, audit_gateway) -> None:

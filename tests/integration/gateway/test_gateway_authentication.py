@@ -52,7 +52,8 @@ def claims(**overrides: Any) -> dict[str, Any]:
 async def test_public_routes_answer_without_a_cookie(browser: Browser) -> None:
     response = await browser.request("GET", "/api/auth/registration-available")
     assert response.status == 200
-    assert (await response.json()) == {"registrationAvailable": True}
+    assert (await response.json()) == {"registrationAvailable": True,
+                                       "setupCodeRequired": False}
     assert (await browser.register()).status == 201
     assert (await browser.login()).status == 200
     for path in ("/health", "/openapi.json", "/"):

@@ -8,6 +8,7 @@ import pytest
 from services.auth.domain import (
     bcrypt_cost_of,
     check_password,
+    dummy_cost,
     fits_bcrypt,
     needs_rehash,
     password_problem,
@@ -111,8 +112,24 @@ def test_cost_is_read_from_the_stored_hash(stored: str, cost: int | None) -> Non
     assert bcrypt_cost_of(stored) == cost
 
 
-def test_rehash_only_when_the_stored_cost_is_lower() -> None:
+def test_rehash_whenever_the_stored_cost_differs_either_way() -> None:
     assert needs_rehash("$2b$10$abcdefghijklmnopqrstuu", 12)
     assert not needs_rehash("$2b$12$abcdefghijklmnopqrstuu", 12)
-    assert not needs_rehash("$2b$13$abcdefghijklmnopqrstuu", 12)
+    assert needs_rehash("$2b$13$abcdefghijklmnopqrstuu", 12)
     assert needs_rehash("garbage", 12)
+
+
+@pytest.mark.parametrize(("stored", "configured", "expected"), [
+    # The owner's hash keeps its cost until the next login: the dummy follows it.
+    (["$2b$12$abcdefghijklmnopqrstuu"], 10, 12),
+    (["$2b$10$abcdefghijklmnopqrstuu"], 12, 10),
+    (["$2b$11$abcdefghijklmnopqrstuu"], 11, 11),
+    # Several hashes: the highest.
+    (["$2b$10$abcdefghijklmnopqrstuu", "$2b$13$abcdefghijklmnopqrstuu"], 11, 13),
+    # No user yet, or nothing readable: the cost the first hash will be made at.
+    ([], 12, 12),
+    (["garbage"], 11, 11),
+])
+def test_unknown_names_are_timed_at_the_stored_hash_cost(stored: list[str], configured: int,
+                                                         expected: int) -> None:
+    assert dummy_cost(stored, configured) == expected

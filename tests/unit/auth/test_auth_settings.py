@@ -88,3 +88,26 @@ def test_all_problems_together() -> None:
     names = {problem.split(":")[0] for problem in caught.value.problems}
     assert {"JWT__SecretKey", "Internal__SecretKey", "Database__Url", "Auth__BcryptCost",
             "Auth__LockoutThreshold", "Auth__HashQueueSize"} <= names
+
+
+def test_setup_code_is_read_from_a_file_and_masked(tmp_path) -> None:
+    path = tmp_path / "setup_code"
+    path.write_text("pale-orbit-lantern-9f3k2q\n")
+    settings = load_settings({**BASE, "Auth__SetupCode_FILE": str(path)})
+    assert settings.setup_code is not None
+    assert settings.setup_code.reveal() == "pale-orbit-lantern-9f3k2q"
+    assert "pale-orbit" not in repr(settings)
+    assert load_settings(BASE).setup_code is None
+
+
+def test_a_short_setup_code_is_refused() -> None:
+    with pytest.raises(SettingsError, match="Auth__SetupCode"):
+        load_settings({**BASE, "Auth__SetupCode": "short-code"})
+
+
+def test_audit_repeat_window_is_read_in_minutes() -> None:
+    assert load_settings(BASE).audit_repeat_window_seconds == 3600
+    settings = load_settings({**BASE, "Auth__AuditRepeatWindowMinutes": "5"})
+    assert settings.audit_repeat_window_seconds == 300
+    with pytest.raises(SettingsError, match="Auth__AuditRepeatWindowMinutes"):
+        load_settings({**BASE, "Auth__AuditRepeatWindowMinutes": "0"})

@@ -92,14 +92,18 @@ export function initAccount(app) {
       }));
     }
     const who = record.actor === 'admin' ? 'by the administrator' : '';
+    // Repeated failures from one client share a record: say how many, and until when.
+    const count = Number.isInteger(record.count) && record.count > 1 ? record.count : 1;
+    if (count > 1) title.append(' ', el('span', { className: 'badge audit-count', text: `× ${count}` }));
     const meta = [
       formatDate(record.time),
+      count > 1 && record.lastTime ? `${count} times, the last ${formatDate(record.lastTime)}` : '',
       record.clientIp ? `IP ${record.clientIp}` : '',
       who,
     ].filter(Boolean).join(' · ');
     return el('li', {
       className: alert ? 'audit-alert' : '',
-      attrs: { 'data-action': record.action, 'data-outcome': record.outcome },
+      attrs: { 'data-action': record.action, 'data-outcome': record.outcome, 'data-count': String(count) },
     }, title, el('p', { className: 'muted audit-meta', text: meta,
       attrs: { title: record.requestId ? `Request ${record.requestId}` : '' } }));
   }

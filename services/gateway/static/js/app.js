@@ -108,8 +108,9 @@ async function start() {
   try {
     const availability = await api('/api/auth/registration-available');
     if (availability && availability.registrationAvailable) {
+      controllers.auth.requireSetupCode(availability.setupCodeRequired);
       show('register');
-      $('register-username').focus();
+      $(availability.setupCodeRequired ? 'register-setup-code' : 'register-username').focus();
       return;
     }
     const profile = await api('/api/auth/me', { expectUnauthorized: true });

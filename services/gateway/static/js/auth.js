@@ -32,13 +32,21 @@ export function initAuth(app) {
   const registerError = $('register-error');
   const signinForm = $('signin-form');
   const signinError = $('signin-error');
+  const setupCodeField = $('register-setup-code-field');
+  let setupCodeRequired = false;
 
   registerForm.addEventListener('submit', async (event) => {
     event.preventDefault();
     const username = registerForm.elements.username.value.trim();
     const password = registerForm.elements.password.value;
     const confirm = registerForm.elements.confirm.value;
+    const setupCode = registerForm.elements.setupCode.value.trim();
     say(registerError, '');
+    if (setupCodeRequired && !setupCode) {
+      say(registerError, 'Enter the setup code this server was set up with.');
+      registerForm.elements.setupCode.focus();
+      return;
+    }
     if (!username) {
       say(registerError, 'Choose a username.');
       registerForm.elements.username.focus();
@@ -57,9 +65,16 @@ export function initAuth(app) {
     setBusy(registerForm, true);
     let failure = null;
     try {
-      await api('/api/auth/register', { method: 'POST', json: { username, password } });
+      const body = setupCodeRequired ? { username, password, setupCode } : { username, password };
+      await api('/api/auth/register', { method: 'POST', json: body });
     } catch (error) {
       failure = error;
+    }
+    if (failure && failure.code === 'invalid_setup_code') {
+      setBusy(registerForm, false);
+      say(registerError, 'That setup code is not the right one.');
+      registerForm.elements.setupCode.focus();
+      return;
     }
     if (failure && (failure.code === 'registration_closed' || failure.status === 403)) {
       setBusy(registerForm, false);
@@ -122,6 +137,12 @@ export function initAuth(app) {
   });
 
   return {
+    /** Show the setup-code field when the server asks for one. */
+    requireSetupCode(required) {
+      setupCodeRequired = Boolean(required);
+      setupCodeField.hidden = !setupCodeRequired;
+      registerForm.elements.setupCode.required = setupCodeRequired;
+    },
     resetSignIn(username) {
       say(signinError, '');
       signinForm.elements.password.value = '';

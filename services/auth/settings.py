@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
-from shared.config import PRODUCTION, CommonSettings, Env, SettingsError, load_common
+from shared.config import (
+    PRODUCTION,
+    CommonSettings,
+    Env,
+    JwtSettings,
+    SettingsError,
+    load_common,
+    load_jwt,
+)
 
 SERVICE = "auth"
 DEFAULT_PORT = 8081
@@ -23,6 +31,7 @@ MIN_PASSWORD_LENGTH_FLOOR = 8
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     common: CommonSettings
+    jwt: JwtSettings
     bcrypt_cost: int
     password_min_length: int
     lockout_threshold: int
@@ -36,7 +45,7 @@ class AuthSettings:
 
     @property
     def token_lifetime_seconds(self) -> int:
-        return self.common.jwt.expiration_days * 86400
+        return self.jwt.expiration_days * 86400
 
 
 def _default_hash_workers() -> int:
@@ -47,6 +56,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     """Every problem in the environment is collected, then raised at once."""
     env = Env(environ)
     common = load_common(env, SERVICE, DEFAULT_PORT)
+    jwt = load_jwt(env, common)
 
     cookie_secure = env.bool("Auth__CookieSecure", True)
     if not cookie_secure and common.environment == PRODUCTION:
@@ -61,6 +71,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
 
     settings = AuthSettings(
         common=common,
+        jwt=jwt,
         bcrypt_cost=env.int("Auth__BcryptCost", 12, minimum=MIN_BCRYPT_COST,
                             maximum=MAX_BCRYPT_COST),
         password_min_length=env.int("Auth__PasswordMinLength", 12,

@@ -117,7 +117,7 @@ def _cors(app: web.Application, settings: GatewaySettings) -> aiohttp_cors.CorsC
 
 def create_app(settings: GatewaySettings) -> web.Application:
     common = settings.common
-    jwt = common.jwt
+    jwt = settings.jwt
     codec = TokenCodec(jwt.keys, issuer=jwt.issuer, audience=jwt.audience,
                        lifetime_seconds=jwt.expiration_days * 86_400)
     verifier = TokenVerifier(codec, settings.token_cache_size)

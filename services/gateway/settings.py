@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config import PRODUCTION, CommonSettings, Env, SettingsError, load_common
+from shared.config import (
+    PRODUCTION,
+    CommonSettings,
+    Env,
+    JwtSettings,
+    SettingsError,
+    load_common,
+    load_jwt,
+)
 
 SERVICE = "gateway"
 DEFAULT_PORT = 8080
@@ -76,6 +84,7 @@ class TlsSettings:
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     common: CommonSettings
+    jwt: JwtSettings
     upstreams: UpstreamSettings
     limits: BodyLimits
     cors_origins: tuple[str, ...]
@@ -152,6 +161,7 @@ def _tls(env: Env, port: int) -> TlsSettings:
 def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
     env = Env(environ)
     common = load_common(env, SERVICE, DEFAULT_PORT)
+    jwt = load_jwt(env, common)
 
     upstreams = UpstreamSettings(
         auth=env.url("Upstreams__Auth", "http://127.0.0.1:8081"),
@@ -212,6 +222,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
 
     settings = GatewaySettings(
         common=common,
+        jwt=jwt,
         upstreams=upstreams,
         limits=limits,
         cors_origins=_origins(env, "CORS__AllowedOrigins", common.environment),

@@ -95,6 +95,6 @@ class AuthApi:
 
 
 def user_codec(settings: AuthSettings) -> TokenCodec:
-    jwt = settings.common.jwt
+    jwt = settings.jwt
     return TokenCodec(jwt.keys, issuer=jwt.issuer, audience=jwt.audience,
                       lifetime_seconds=settings.token_lifetime_seconds)

@@ -373,8 +373,9 @@ class Stack:
             if setting == DATABASE_PASSWORD and self._given_database_url:
                 continue
             settings[f"{setting}_FILE"] = str(secret_files[file_name])
-        if name == "auth" and self.development:
-            # Browsers drop Secure cookies on plain-HTTP localhost.
+        if name in {"auth", "gateway"} and self.development:
+            # Browsers drop Secure cookies on plain-HTTP localhost; the gateway then reads
+            # the cookie by its unprefixed name.
             settings["Auth__CookieSecure"] = "false"
         if name == "media":
             settings["MediaStorage__RootPath"] = str(self.media_root)

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
 from shared.config import (
-    PRODUCTION,
     CommonSettings,
     Env,
     JwtSettings,
@@ -16,6 +15,7 @@ from shared.config import (
     load_common,
     load_jwt,
 )
+from shared.cookies import auth_cookie_name, load_cookie_secure
 
 SERVICE = "auth"
 DEFAULT_PORT = 8081
@@ -44,6 +44,10 @@ class AuthSettings:
     audit_retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
+    def cookie_name(self) -> str:
+        return auth_cookie_name(self.cookie_secure)
+
+    @property
     def token_lifetime_seconds(self) -> int:
         return self.jwt.expiration_days * 86400
 
@@ -58,10 +62,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     common = load_common(env, SERVICE, DEFAULT_PORT)
     jwt = load_jwt(env, common)
 
-    cookie_secure = env.bool("Auth__CookieSecure", True)
-    if not cookie_secure and common.environment == PRODUCTION:
-        env.problem("Auth__CookieSecure",
-                    "may be false only when App__Environment is development")
+    cookie_secure = load_cookie_secure(env, common.environment)
 
     window_minutes = env.int("Auth__LockoutWindowMinutes", 15, minimum=1, maximum=1440)
     max_minutes = env.int("Auth__LockoutMaxMinutes", 1440, minimum=1, maximum=10080)

@@ -134,6 +134,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         resolver=resolver, limiter=limiter,
         origin_policy=OriginPolicy(settings.cors_origins), verifier=verifier, revoked=revoked,
         api_by_route=api_by_route, normal=normal, strict=strict,
+        cookie_name=settings.cookie_name,
     ))
     app[COMMON_SETTINGS] = common
     app[SETTINGS] = settings

@@ -18,6 +18,7 @@ from shared.config import (
     load_common,
     load_jwt,
 )
+from shared.cookies import auth_cookie_name, load_cookie_secure
 
 SERVICE = "gateway"
 DEFAULT_PORT = 8080
@@ -94,6 +95,8 @@ class GatewaySettings:
     tls: TlsSettings
     token_cache_size: int
     static_root: Path
+    # The sign-in cookie auth sets, by the same setting and rule.
+    cookie_name: str
 
 
 def _origins(env: Env, name: str, environment: str) -> tuple[str, ...]:
@@ -233,6 +236,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         token_cache_size=env.int("Gateway__TokenCacheSize", 10_000, minimum=1,
                                  maximum=10_000_000),
         static_root=static_root.resolve(),
+        cookie_name=auth_cookie_name(load_cookie_secure(env, common.environment)),
     )
     if env.problems:
         raise SettingsError(env.problems)

@@ -27,6 +27,7 @@ from deploy.rotate import secret_files
 from deploy.stack import ROOT, Stack, StackError, free_port
 from shared.config import SERVICE_SECRETS
 from tests.e2e.support_edge import PASSWORD
+from tests.support import DEV_AUTH_COOKIE
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -137,7 +138,7 @@ async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanl
             async with browser.post(f"{url}/api/auth/login",
                                     json={"username": "me", "password": PASSWORD}) as response:
                 assert response.status == 200
-                cookie = SimpleCookie(response.headers["Set-Cookie"])["authToken"]
+                cookie = SimpleCookie(response.headers["Set-Cookie"])[DEV_AUTH_COOKIE]
                 assert cookie["httponly"] is True
                 assert not cookie["secure"]  # a browser would drop a Secure cookie on http
             async with browser.get(f"{url}/api/auth/me") as response:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from deploy.generate_secrets import SECRET_FILES
 from deploy.rotate import secret_files
 from tests.support import ROOT
 
@@ -208,6 +209,12 @@ def test_each_service_mounts_exactly_the_secrets_it_reads(compose):
         assert set(compose["services"][name].get("secrets", [])) == expected_files, name
     with_secrets = {name for name, service in services(compose) if service.get("secrets")}
     assert with_secrets == {*APP_SERVICES, *OTHER_SECRETS}
+
+
+def test_every_generated_secret_is_one_a_container_reads(compose):
+    # Redis takes no password (only the gateway's network reaches it): none is generated.
+    mounted = {secret for _, service in services(compose) for secret in service.get("secrets", [])}
+    assert set(SECRET_FILES) <= mounted
 
 
 def test_media_is_given_no_users_token_key(compose):

@@ -30,8 +30,12 @@ from typing import Any
 
 import psutil
 
+from shared.cookies import auth_cookie_name
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The benchmarks run the services with production settings: Secure, prefixed cookie.
+AUTH_COOKIE = auth_cookie_name(secure=True)
 ADMIN_DATABASE_URL = os.environ.get(
     "BENCH_DATABASE_URL",
     os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
@@ -539,14 +543,15 @@ def auth_cookie(answer: Answer) -> str:
     for name, value in answer.headers.items():
         if name.lower() == "set-cookie":
             cookie = SimpleCookie(value)
-            if "authToken" in cookie:
-                return cookie["authToken"].value
-    raise RuntimeError(f"no authToken cookie in the answer ({answer.status}): {answer.body!r}")
+            if AUTH_COOKIE in cookie:
+                return cookie[AUTH_COOKIE].value
+    raise RuntimeError(f"no {AUTH_COOKIE} cookie in the answer ({answer.status}): "
+                       f"{answer.body!r}")
 
 
 def register_and_login(base_url: str, *, username: str = "bench-runner",
                        password: str | None = None, prefix: str = "/api/auth") -> str:
-    """Register the instance's one user and log in; the ``authToken`` cookie's value."""
+    """Register the instance's one user and log in; the sign-in cookie's value."""
     password = password or secrets.token_urlsafe(18)
     body = {"username": username, "password": password}
     registered = http("POST", f"{base_url}{prefix}/register", json_body=body)

@@ -2,7 +2,7 @@
 
 - direct: the load generator calls the tiny upstream itself;
 - nginx: nginx as a plain reverse proxy (keep-alive to the upstream);
-- gateway: the gateway with a valid ``authToken`` cookie (JWT check, revocation lookup,
+- gateway: the gateway with a valid sign-in cookie (JWT check, revocation lookup,
   rate limit set high enough never to trigger, security headers, internal identity);
 - bare_aiohttp_proxy: the least an aiohttp proxy can do (no checks, no headers): the floor
   the framework sets before the gateway does any work of its own (not a target);
@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.common import (
+    AUTH_COOKIE,
     PYTHON,
     Load,
     Processes,
@@ -172,7 +173,7 @@ async def run(quick: bool, *, profile_to: Path | None = None) -> Report:
         wait_http(f"http://127.0.0.1:{bare_port}/", process=bare)
         wait_http(f"http://127.0.0.1:{lean_port}/", process=lean)
         token = user_token(jwt_key)
-        cookie = {"Cookie": f"authToken={token}"}
+        cookie = {"Cookie": f"{AUTH_COOKIE}={token}"}
         wait_http(f"http://127.0.0.1:{auth_port}/", process=verifier, headers=cookie)
 
         gateway_env = {

@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.common import (
+    AUTH_COOKIE,
     MB,
     PeakRss,
     Report,
@@ -98,7 +99,7 @@ def _timestamp(value: object) -> float | None:
 class Importer:
     def __init__(self, base_url: str, token: str, media_pid: int) -> None:
         self.base_url = base_url
-        self.headers = {"Cookie": f"authToken={token}", "Origin": ORIGIN}
+        self.headers = {"Cookie": f"{AUTH_COOKIE}={token}", "Origin": ORIGIN}
         self.media_pid = media_pid
 
     def run(self, archive: Path, entries: int) -> Processed:

@@ -10,7 +10,7 @@ proxy can do (no checks, no headers): what the gateway's framework costs before 
 front of a minimal keep-alive client instead of aiohttp's: how much of the floor is the client.
 
 ``python -m bench.servers verifier --port N`` is what nginx ``auth_request`` calls: it checks
-the ``authToken`` cookie with the same JWT code the services use (``shared.tokens``) and
+the sign-in cookie with the same JWT code the services use (``shared.tokens``) and
 answers 204 or 401. It reads the key from ``JWT__SecretKey`` and the issuer and audience
 from ``JWT__Issuer`` / ``JWT__Audience`` (default Tempo), as the services do.
 """
@@ -26,8 +26,12 @@ from urllib.parse import urlsplit
 from aiohttp import ClientSession, web
 
 from shared.config import KeySet, Secret
+from shared.cookies import auth_cookie_name
 from shared.service import use_uvloop
 from shared.tokens import TokenCodec, TokenError
+
+# The name the gateway reads with production settings, so one cookie serves both.
+AUTH_COOKIE = auth_cookie_name(secure=True)
 
 BODY = b'{"id":"0b3f4a52-2f5e-4c84-9d0a-6c1f1a0e9d11","status":"ok","items":[1,2,3]}'
 
@@ -50,7 +54,7 @@ def verifier_app() -> web.Application:
                        lifetime_seconds=7 * 86400)
 
     async def verify(request: web.Request) -> web.Response:
-        token = request.cookies.get("authToken")
+        token = request.cookies.get(AUTH_COOKIE)
         try:
             if not token:
                 raise TokenError("no cookie")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
+    AUTH_COOKIE,
     MB,
     PeakRss,
     Processes,
@@ -139,7 +140,7 @@ class Uploader:
 
         self.front_url = front_url
         self.media_url = media_url
-        self.cookie = {"Cookie": f"authToken={token}", "Origin": ORIGIN}
+        self.cookie = {"Cookie": f"{AUTH_COOKIE}={token}", "Origin": ORIGIN}
         self.claims = unverified_claims(token)
         self.codec = internal_codec(KeySet(Secret(internal_key)), "media")
         self.pids = pids
@@ -232,7 +233,7 @@ async def run(quick: bool) -> Report:
             await asyncio.to_thread(wait_http, f"{base_url}/health", process=nginx)
             token = await asyncio.to_thread(register_and_login, base_url)
             probe = await asyncio.to_thread(http, "GET", f"{base_url}/api/imports",
-                                            headers={"Cookie": f"authToken={token}"})
+                                            headers={"Cookie": f"{AUTH_COOKIE}={token}"})
             imports = probe.status == 200
             pids = {"gateway": running.pid("gateway"), "media": running.pid("media")}
             idle = {name: tree_rss(pid) for name, pid in pids.items()}

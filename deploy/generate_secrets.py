@@ -27,7 +27,6 @@ SECRET_FILES: dict[str, int] = {
     "db_media_password": 32,
     "db_gateway_password": 32,
     "postgres_password": 32,
-    "redis_password": 32,
     "db_restore_password": 32,
     # What the first registration must present (Auth__SetupCode_FILE), so that whoever
     # reaches a new deployment first cannot claim it; useless once the account exists.

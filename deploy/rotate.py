@@ -55,6 +55,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from shared.config import (
+    DATABASE_PASSWORD,
+    INTERNAL_KEY,
+    INTERNAL_PREVIOUS_KEYS,
+    JWT_KEY,
+    JWT_PREVIOUS_KEYS,
+    SERVICE_SECRETS,
+)
+
 SERVICES = ("auth", "media", "gateway")
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 STATE_FILE = "rotation_state.json"
@@ -79,19 +88,39 @@ class KeySpec:
     restart_order: tuple[str, ...]
 
 
+def _holders(setting: str) -> list[str]:
+    return [service for service in SERVICES if setting in SERVICE_SECRETS[service]]
+
+
+def _restart_order(current: str, previous: str) -> tuple[str, ...]:
+    """Who holds the key: the verifiers (they hold the previous keys) before the signer.
+    A service that holds neither is never restarted for it."""
+    verifiers = _holders(previous)
+    return (*verifiers, *(s for s in _holders(current) if s not in verifiers))
+
+
 KEYS = {
-    "jwt": KeySpec("jwt", "jwt_key", "jwt_previous_keys", ("gateway", "media", "auth")),
+    "jwt": KeySpec("jwt", "jwt_key", "jwt_previous_keys",
+                   _restart_order(JWT_KEY, JWT_PREVIOUS_KEYS)),
     "internal": KeySpec("internal", "internal_key", "internal_previous_keys",
-                        ("auth", "media", "gateway")),
+                        _restart_order(INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS)),
 }
 PREVIOUS_KEY_SETTINGS = {
-    "JWT__PreviousSecretKeys": "jwt_previous_keys",
-    "Internal__PreviousSecretKeys": "internal_previous_keys",
+    JWT_PREVIOUS_KEYS: "jwt_previous_keys",
+    INTERNAL_PREVIOUS_KEYS: "internal_previous_keys",
 }
 
 
 def password_file(service: str) -> str:
     return f"db_{service}_password"
+
+
+def secret_files(service: str) -> dict[str, str]:
+    """The secret files a service is given, by the setting whose ``_FILE`` names each:
+    exactly the secrets it reads (``shared.config.SERVICE_SECRETS``)."""
+    files = {JWT_KEY: "jwt_key", INTERNAL_KEY: "internal_key",
+             DATABASE_PASSWORD: password_file(service), **PREVIOUS_KEY_SETTINGS}
+    return {setting: files[setting] for setting in SERVICE_SECRETS[service]}
 
 
 # ------------------------------------------------------------------ secret files

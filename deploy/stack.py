@@ -40,6 +40,8 @@ import asyncpg
 from deploy import roles
 from deploy.generate_secrets import ensure_secrets
 from deploy.rotate import ensure_previous_key_files
+from deploy.rotate import secret_files as secret_files_of
+from shared.config import DATABASE_PASSWORD
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "media", "gateway")
@@ -146,7 +148,6 @@ class Stack:
         self.secrets_dir = self.root / "secrets"
         self.logs_dir = self.root / "logs"
         self.role_names = {name: roles.role_name(role_prefix, name) for name in SERVICES}
-        self._previous_key_files: dict[str, Path] = {}
 
     # ----------------------------------------------------------------- addresses
     @property
@@ -187,7 +188,8 @@ class Stack:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         secret_files = ensure_secrets(self.secrets_dir)
         # Empty until a rotation (deploy/rotate.py) moves the current keys into them.
-        self._previous_key_files = ensure_previous_key_files(self.secrets_dir)
+        secret_files.update({path.name: path for path
+                             in ensure_previous_key_files(self.secrets_dir).values()})
         database_urls = await self._prepare_database(secret_files)
         for name, service in self.services.items():
             service.env = self._environment(name, database_urls[name], secret_files)
@@ -365,15 +367,15 @@ class Stack:
             "Server__Host": self.host,
             "Server__Port": str(self.services[name].port),
             "Database__Url": database_url,
-            "JWT__SecretKey_FILE": str(secret_files["jwt_key"]),
-            "Internal__SecretKey_FILE": str(secret_files["internal_key"]),
-            **{f"{setting}_FILE": str(path)
-               for setting, path in self._previous_key_files.items()},
         }
-        if not self._given_database_url:
-            settings["Database__Password_FILE"] = str(secret_files[f"db_{name}_password"])
-        if name == "auth" and self.development:
-            # Browsers drop Secure cookies on plain-HTTP localhost.
+        # Only the secrets this service reads; a given database URL carries its own password.
+        for setting, file_name in secret_files_of(name).items():
+            if setting == DATABASE_PASSWORD and self._given_database_url:
+                continue
+            settings[f"{setting}_FILE"] = str(secret_files[file_name])
+        if name in {"auth", "gateway"} and self.development:
+            # Browsers drop Secure cookies on plain-HTTP localhost; the gateway then reads
+            # the cookie by its unprefixed name.
             settings["Auth__CookieSecure"] = "false"
         if name == "media":
             settings["MediaStorage__RootPath"] = str(self.media_root)

@@ -26,6 +26,23 @@ WEAK_DB_PASSWORDS = frozenset({"postgres", "password"})
 PRODUCTION = "production"
 DEVELOPMENT = "development"
 
+JWT_KEY = "JWT__SecretKey"
+JWT_PREVIOUS_KEYS = "JWT__PreviousSecretKeys"
+INTERNAL_KEY = "Internal__SecretKey"
+INTERNAL_PREVIOUS_KEYS = "Internal__PreviousSecretKeys"
+DATABASE_PASSWORD = "Database__Password"  # noqa: S105 - a setting name
+
+# The secret settings each service reads; it reads no other. A signing key goes only where
+# it signs or verifies, and the previous keys kept during a rotation only where tokens are
+# verified: users' tokens are signed by auth and verified by the gateway, identity tokens
+# are signed by the gateway and verified by auth and media. The deployment (compose, the
+# local stack, rotation) mounts and restarts by this table.
+SERVICE_SECRETS: dict[str, tuple[str, ...]] = {
+    "auth": (JWT_KEY, INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS, DATABASE_PASSWORD),
+    "media": (INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS, DATABASE_PASSWORD),
+    "gateway": (JWT_KEY, JWT_PREVIOUS_KEYS, INTERNAL_KEY, DATABASE_PASSWORD),
+}
+
 
 class Secret:
     """A value that never shows itself in a repr, a log line or a traceback."""
@@ -256,7 +273,7 @@ class CommonSettings:
     host: str
     port: int
     database_url: Secret
-    jwt: JwtSettings
+    # Only the current key where identity tokens are signed, not verified (the gateway).
     internal_keys: KeySet
     log_level: str
     metrics_host: str
@@ -267,26 +284,24 @@ class CommonSettings:
         return self.environment == DEVELOPMENT
 
 
-def _key_set(env: Env, name: str) -> KeySet:
+def _key_set(env: Env, name: str, previous_name: str | None) -> KeySet:
     current = env.secret(name)
     env.problems.extend(signing_secret_problems(name, current))
-    previous_name = name.replace("SecretKey", "PreviousSecretKeys")
-    previous = env.secret_list(previous_name)
+    previous = env.secret_list(previous_name) if previous_name else ()
     for index, key in enumerate(previous):
         env.problems.extend(signing_secret_problems(f"{previous_name}[{index}]", key))
     return KeySet(current or Secret(""), previous)
 
 
+def _held(service: str, name: str) -> bool:
+    return name in SERVICE_SECRETS[service]
+
+
 def load_common(env: Env, service: str, default_port: int) -> CommonSettings:
     """The settings every service shares. Problems accumulate in ``env.problems``."""
     environment = env.choice("App__Environment", PRODUCTION, (PRODUCTION, DEVELOPMENT))
-
-    jwt_keys = _key_set(env, "JWT__SecretKey")
-    internal_keys = _key_set(env, "Internal__SecretKey")
-    all_jwt = {k.reveal() for k in (jwt_keys.current, *jwt_keys.previous) if k}
-    all_internal = {k.reveal() for k in (internal_keys.current, *internal_keys.previous) if k}
-    if all_jwt & all_internal:
-        env.problem("Internal__SecretKey", "must differ from every JWT key")
+    internal_keys = _key_set(env, INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS
+                             if _held(service, INTERNAL_PREVIOUS_KEYS) else None)
 
     database_url = env.secret("Database__Url")
     if database_url is None:
@@ -295,7 +310,7 @@ def load_common(env: Env, service: str, default_port: int) -> CommonSettings:
     elif urlsplit(database_url.reveal()).scheme not in {"postgres", "postgresql"}:
         env.problem("Database__Url", "must be a postgresql:// URL")
     else:
-        password = env.secret("Database__Password")
+        password = env.secret(DATABASE_PASSWORD)
         if password is not None:
             database_url = Secret(with_password(database_url.reveal(), password.reveal()))
         if environment == PRODUCTION:
@@ -308,14 +323,25 @@ def load_common(env: Env, service: str, default_port: int) -> CommonSettings:
         host=env.str("Server__Host", "127.0.0.1") or "127.0.0.1",
         port=env.int("Server__Port", default_port, minimum=1, maximum=65535),
         database_url=database_url,
-        jwt=JwtSettings(
-            keys=jwt_keys,
-            issuer=env.str("JWT__Issuer", "Tempo") or "Tempo",
-            audience=env.str("JWT__Audience", "Tempo") or "Tempo",
-            expiration_days=env.int("JWT__ExpirationDays", 7, minimum=1, maximum=365),
-        ),
         internal_keys=internal_keys,
         log_level=env.choice("Log__Level", "info", ("debug", "info", "warning", "error")),
         metrics_host=env.str("Metrics__Host", "127.0.0.1") or "127.0.0.1",
         metrics_port=metrics_port or None,
+    )
+
+
+def load_jwt(env: Env, common: CommonSettings) -> JwtSettings:
+    """The users' token settings, for the services that sign or verify those tokens."""
+    keys = _key_set(env, JWT_KEY, JWT_PREVIOUS_KEYS
+                    if _held(common.service, JWT_PREVIOUS_KEYS) else None)
+    internal = common.internal_keys
+    all_jwt = {k.reveal() for k in (keys.current, *keys.previous) if k}
+    all_internal = {k.reveal() for k in (internal.current, *internal.previous) if k}
+    if all_jwt & all_internal:
+        env.problem(INTERNAL_KEY, "must differ from every JWT key")
+    return JwtSettings(
+        keys=keys,
+        issuer=env.str("JWT__Issuer", "Tempo") or "Tempo",
+        audience=env.str("JWT__Audience", "Tempo") or "Tempo",
+        expiration_days=env.int("JWT__ExpirationDays", 7, minimum=1, maximum=365),
     )

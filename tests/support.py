@@ -12,6 +12,10 @@ import asyncpg
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parent.parent
+# The sign-in cookie's name where it is Secure (production, the tests' default) and in
+# plain-HTTP development, by the rule the services use.
+AUTH_COOKIE = "__Host-authToken"
+DEV_AUTH_COOKIE = "authToken"
 
 
 def strong_secret() -> str:

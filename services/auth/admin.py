@@ -40,7 +40,7 @@ def read_new_password(stream: TextIO) -> str:
 
 
 async def _reset(settings: AuthSettings, username: str, password: str) -> int:
-    jwt = settings.common.jwt
+    jwt = settings.jwt
     pool = await create_pool(settings.common.database_url.reveal(), schema=SERVICE, max_size=2)
     hasher = Hasher(settings.bcrypt_cost, workers=1, queue_size=1)
     try:

@@ -57,7 +57,7 @@ async def hasher_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: AuthSettings) -> web.Application:
-    jwt = settings.common.jwt
+    jwt = settings.jwt
     app = web.Application(
         middlewares=[
             request_id_middleware(_trust_gateway(settings)),

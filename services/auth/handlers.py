@@ -18,8 +18,6 @@ from shared.identity import identity_of, require_user
 from shared.keys import DB_POOL
 from shared.web import json_response, optional_str, read_json, require_str
 
-COOKIE_NAME = "authToken"
-
 
 def _services(request: web.Request) -> accounts.Services:
     app = request.app
@@ -34,13 +32,14 @@ def iso(moment: datetime | None) -> str | None:
 
 
 def set_auth_cookie(response: web.StreamResponse, settings: AuthSettings, token: str) -> None:
-    response.set_cookie(COOKIE_NAME, token, max_age=settings.token_lifetime_seconds, path="/",
-                        secure=settings.cookie_secure, httponly=True, samesite="Lax")
+    # No Domain: the cookie belongs to this host alone (its __Host- name demands it).
+    response.set_cookie(settings.cookie_name, token, max_age=settings.token_lifetime_seconds,
+                        path="/", secure=settings.cookie_secure, httponly=True, samesite="Lax")
 
 
 def clear_auth_cookie(response: web.StreamResponse, settings: AuthSettings) -> None:
-    response.del_cookie(COOKIE_NAME, path="/", secure=settings.cookie_secure, httponly=True,
-                        samesite="Lax")
+    response.del_cookie(settings.cookie_name, path="/", secure=settings.cookie_secure,
+                        httponly=True, samesite="Lax")
 
 
 def _session_body(issued: accounts.Issued) -> dict[str, Any]:

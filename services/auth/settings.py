@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
 from shared.config import (
-    PRODUCTION,
     CommonSettings,
     Env,
+    JwtSettings,
     Secret,
     SettingsError,
     load_common,
+    load_jwt,
 )
+from shared.cookies import auth_cookie_name, load_cookie_secure
 
 SERVICE = "auth"
 DEFAULT_PORT = 8081
@@ -33,6 +35,7 @@ MIN_SETUP_CODE_LENGTH = 16
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     common: CommonSettings
+    jwt: JwtSettings
     bcrypt_cost: int
     password_min_length: int
     lockout_threshold: int
@@ -50,8 +53,12 @@ class AuthSettings:
     setup_code: Secret | None = None
 
     @property
+    def cookie_name(self) -> str:
+        return auth_cookie_name(self.cookie_secure)
+
+    @property
     def token_lifetime_seconds(self) -> int:
-        return self.common.jwt.expiration_days * 86400
+        return self.jwt.expiration_days * 86400
 
 
 def _default_hash_workers() -> int:
@@ -62,11 +69,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
     """Every problem in the environment is collected, then raised at once."""
     env = Env(environ)
     common = load_common(env, SERVICE, DEFAULT_PORT)
+    jwt = load_jwt(env, common)
 
-    cookie_secure = env.bool("Auth__CookieSecure", True)
-    if not cookie_secure and common.environment == PRODUCTION:
-        env.problem("Auth__CookieSecure",
-                    "may be false only when App__Environment is development")
+    cookie_secure = load_cookie_secure(env, common.environment)
 
     window_minutes = env.int("Auth__LockoutWindowMinutes", 15, minimum=1, maximum=1440)
     max_minutes = env.int("Auth__LockoutMaxMinutes", 1440, minimum=1, maximum=10080)
@@ -81,6 +86,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
 
     settings = AuthSettings(
         common=common,
+        jwt=jwt,
         bcrypt_cost=env.int("Auth__BcryptCost", 12, minimum=MIN_BCRYPT_COST,
                             maximum=MAX_BCRYPT_COST),
         password_min_length=env.int("Auth__PasswordMinLength", 12,

@@ -133,7 +133,7 @@ def _body_policies(limits: BodyLimits) -> dict[BodyLimit, BodyPolicy]:
 
 def create_app(settings: GatewaySettings) -> web.Application:
     common = settings.common
-    jwt = common.jwt
+    jwt = settings.jwt
     codec = TokenCodec(jwt.keys, issuer=jwt.issuer, audience=jwt.audience,
                        lifetime_seconds=jwt.expiration_days * 86_400)
     verifier = TokenVerifier(codec, settings.token_cache_size)
@@ -150,6 +150,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
         resolver=resolver, limiter=limiter,
         origin_policy=OriginPolicy(settings.cors_origins), verifier=verifier, revoked=revoked,
         api_by_route=api_by_route, normal=normal, strict=strict,
+        cookie_name=settings.cookie_name,
     ))
     app[COMMON_SETTINGS] = common
     app[SETTINGS] = settings

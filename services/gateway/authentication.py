@@ -1,4 +1,5 @@
-"""The ``authToken`` cookie: verified once, then remembered until it expires.
+"""The sign-in cookie (``__Host-authToken``, or ``authToken`` in plain-HTTP development):
+verified once, then remembered until it expires.
 
 A repeat request with the same token costs a dictionary lookup instead of an HMAC and a
 JSON parse. The revoked set is consulted on every request, cache hit or not, and a
@@ -13,9 +14,12 @@ from collections.abc import Callable
 
 from shared.tokens import Claims, TokenCodec, TokenError
 
-COOKIE_NAME = "authToken"
 # A real token is a few hundred bytes; anything far larger is refused without parsing.
 MAX_TOKEN_LENGTH = 4096
+# A Cookie header may carry several cookies of one name (a stale one, one set by a
+# sibling host in development); each is tried, but only this many, so that a client
+# cannot make one request cost hundreds of verifications.
+MAX_COOKIE_CANDIDATES = 4
 
 
 class TokenVerifier:
@@ -65,15 +69,22 @@ class TokenVerifier:
         return len(self._cache)
 
 
-def cookie_token(cookie_header: str | None) -> str | None:
-    """The ``authToken`` value from a Cookie header, without parsing the other cookies."""
-    if not cookie_header or COOKIE_NAME not in cookie_header:
-        return None
+def cookie_tokens(cookie_header: str | None, name: str,
+                  limit: int = MAX_COOKIE_CANDIDATES) -> list[str]:
+    """The non-empty values of cookie ``name`` in a Cookie header, in order, at most
+    ``limit`` of them; the other cookies are not parsed."""
+    if not cookie_header or name not in cookie_header:
+        return []
+    found = []
     for part in cookie_header.split(";"):
-        name, sep, value = part.strip().partition("=")
-        if sep and name == COOKIE_NAME:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            return value or None
-    return None
+        key, sep, value = part.strip().partition("=")
+        if not sep or key != name:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if value:
+            found.append(value)
+            if len(found) == limit:
+                break
+    return found

@@ -1,6 +1,6 @@
 """Cross-site request defence in depth, on top of the cookie's ``SameSite=Lax``.
 
-A state-changing request that carries the ``authToken`` cookie must say where it comes
+A state-changing request that carries the sign-in cookie must say where it comes
 from: its ``Origin`` (or, when a browser sent none, the origin of its ``Referer``) must be
 the gateway's own origin or one of the configured CORS origins.
 """

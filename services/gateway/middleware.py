@@ -12,7 +12,7 @@ import structlog
 from aiohttp import hdrs, web
 
 from services.gateway import metrics
-from services.gateway.authentication import TokenVerifier, cookie_token
+from services.gateway.authentication import TokenVerifier, cookie_tokens
 from services.gateway.clientip import ClientResolver
 from services.gateway.csrf import STATE_CHANGING, OriginPolicy
 from services.gateway.headers import SCHEME
@@ -107,14 +107,14 @@ def rate_limit_middleware(limiter: Limiter, api_by_route: dict[web.AbstractRoute
     return middleware
 
 
-def csrf_middleware(policy: OriginPolicy):
+def csrf_middleware(policy: OriginPolicy, cookie_name: str):
     """A state-changing request with the cookie must come from an allowed origin."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.method in STATE_CHANGING:
             headers = request.headers
-            if cookie_token(headers.get(hdrs.COOKIE)) is not None:
+            if cookie_tokens(headers.get(hdrs.COOKIE), cookie_name, limit=1):
                 own = OriginPolicy.own_origin(request[SCHEME], headers.get(hdrs.HOST))
                 if not policy.allows(origin=headers.get(hdrs.ORIGIN),
                                      referer=headers.get(hdrs.REFERER), own_origin=own):
@@ -129,8 +129,13 @@ def csrf_middleware(policy: OriginPolicy):
 
 
 def authentication_middleware(verifier: TokenVerifier, revoked: RevokedSet,
-                              api_by_route: dict[web.AbstractRoute, ApiRoute]):
-    """Routes that are not public need a valid, unrevoked ``authToken`` cookie."""
+                              api_by_route: dict[web.AbstractRoute, ApiRoute],
+                              cookie_name: str):
+    """Routes that are not public need a valid, unrevoked sign-in cookie.
+
+    Of several cookies by that name, the first good one counts: an empty, forged, expired
+    or revoked one next to it (planted, or left from an earlier sign-in) signs nobody out.
+    """
 
     def refuse(reason: str) -> UnauthorizedError:
         metrics.UNAUTHORIZED.labels(reason).inc()
@@ -141,23 +146,27 @@ def authentication_middleware(verifier: TokenVerifier, revoked: RevokedSet,
         api = api_by_route.get(request.match_info.route)
         if api is None or api.public:
             return await handler(request)
-        token = cookie_token(request.headers.get(hdrs.COOKIE))
-        if token is None:
+        tokens = cookie_tokens(request.headers.get(hdrs.COOKIE), cookie_name)
+        if not tokens:
             raise refuse("missing")
-        try:
-            claims = verifier.verify(token)
-        except TokenError as exc:
-            log.info("token_refused", reason=str(exc), path=request.path)
-            raise refuse("invalid") from None
-        if not revoked.usable():
-            metrics.UPSTREAM_ERRORS.labels("revocations", "unavailable").inc()
-            raise ServiceUnavailableError(
-                "Sign-in cannot be checked right now. Try again shortly.",
-                retry_after=REVOCATION_RETRY_AFTER, code="revocation_unavailable")
-        if claims.token_id in revoked:
-            raise refuse("revoked")
-        request[USER] = claims
-        return await handler(request)
+        reason = "invalid"
+        for token in tokens:
+            try:
+                claims = verifier.verify(token)
+            except TokenError as exc:
+                log.info("token_refused", reason=str(exc), path=request.path)
+                continue
+            if not revoked.usable():
+                metrics.UPSTREAM_ERRORS.labels("revocations", "unavailable").inc()
+                raise ServiceUnavailableError(
+                    "Sign-in cannot be checked right now. Try again shortly.",
+                    retry_after=REVOCATION_RETRY_AFTER, code="revocation_unavailable")
+            if claims.token_id in revoked:
+                reason = "revoked"
+                continue
+            request[USER] = claims
+            return await handler(request)
+        raise refuse(reason)
 
     return middleware
 
@@ -165,13 +174,13 @@ def authentication_middleware(verifier: TokenVerifier, revoked: RevokedSet,
 def middlewares(*, resolver: ClientResolver, limiter: Limiter, origin_policy: OriginPolicy,
                 verifier: TokenVerifier, revoked: RevokedSet,
                 api_by_route: dict[web.AbstractRoute, ApiRoute], normal: Sequence[Policy],
-                strict: Sequence[Policy]) -> list:
+                strict: Sequence[Policy], cookie_name: str) -> list:
     return [
         request_id_middleware(lambda request: resolver.trusted(request.remote)),
         client_middleware(resolver),
         metrics_middleware,
         error_middleware,
         rate_limit_middleware(limiter, api_by_route, normal, strict),
-        csrf_middleware(origin_policy),
-        authentication_middleware(verifier, revoked, api_by_route),
+        csrf_middleware(origin_policy, cookie_name),
+        authentication_middleware(verifier, revoked, api_by_route, cookie_name),
     ]

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.config import PRODUCTION, CommonSettings, Env, SettingsError, load_common
+from shared.config import (
+    PRODUCTION,
+    CommonSettings,
+    Env,
+    JwtSettings,
+    SettingsError,
+    load_common,
+    load_jwt,
+)
+from shared.cookies import auth_cookie_name, load_cookie_secure
 
 SERVICE = "gateway"
 DEFAULT_PORT = 8080
@@ -85,6 +94,7 @@ class TlsSettings:
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     common: CommonSettings
+    jwt: JwtSettings
     upstreams: UpstreamSettings
     limits: BodyLimits
     cors_origins: tuple[str, ...]
@@ -94,6 +104,8 @@ class GatewaySettings:
     tls: TlsSettings
     token_cache_size: int
     static_root: Path
+    # The sign-in cookie auth sets, by the same setting and rule.
+    cookie_name: str
 
 
 def _origins(env: Env, name: str, environment: str) -> tuple[str, ...]:
@@ -161,6 +173,7 @@ def _tls(env: Env, port: int) -> TlsSettings:
 def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
     env = Env(environ)
     common = load_common(env, SERVICE, DEFAULT_PORT)
+    jwt = load_jwt(env, common)
 
     upstreams = UpstreamSettings(
         auth=env.url("Upstreams__Auth", "http://127.0.0.1:8081"),
@@ -233,6 +246,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
 
     settings = GatewaySettings(
         common=common,
+        jwt=jwt,
         upstreams=upstreams,
         limits=limits,
         cors_origins=_origins(env, "CORS__AllowedOrigins", common.environment),
@@ -243,6 +257,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> GatewaySettings:
         token_cache_size=env.int("Gateway__TokenCacheSize", 10_000, minimum=1,
                                  maximum=10_000_000),
         static_root=static_root.resolve(),
+        cookie_name=auth_cookie_name(load_cookie_secure(env, common.environment)),
     )
     if env.problems:
         raise SettingsError(env.problems)

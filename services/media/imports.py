@@ -134,7 +134,7 @@ class ImportWorker:
         return True
 
     async def _loop(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 async with self.pool.acquire() as connection:
                     requeued = await db.requeue_stale_imports(
@@ -147,8 +147,12 @@ class ImportWorker:
                 raise
             except Exception:
                 log.exception("import_worker_error")
+            # Not wait_for: on Python 3.11 it returns normally when the task is cancelled
+            # just after the event was set (a job finishing, an import arriving), and the
+            # stop that cancelled it would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL_SECONDS)
+                async with asyncio.timeout(POLL_INTERVAL_SECONDS):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _claim(self) -> None:

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from deploy.generate_secrets import SECRET_FILES
+from deploy.rotate import secret_files
 from tests.support import ROOT
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -21,6 +23,17 @@ ONE_SHOT = {"db-grants", "backup"}
 # Commands each image already has, so a healthcheck needs nothing installed.
 HEALTHCHECK_TOOLS = {"python", "pg_isready", "redis-cli", "wget"}
 INTERNAL_ONLY = {"postgres", "redis", "auth", "media"}
+APP_SERVICES = ("auth", "media", "gateway")
+# The other containers' secrets, each for a reason: PostgreSQL's entrypoint sets the
+# superuser password and 10-roles.sh creates every service role with its own; db-grants
+# connects as the superuser; the backup reads as the superuser and encrypts to the
+# recipient (README: "Backups").
+OTHER_SECRETS = {
+    "postgres": {"postgres_password", "db_auth_password", "db_media_password",
+                 "db_gateway_password"},
+    "db-grants": {"postgres_password"},
+    "backup": {"postgres_password", "backup_recipient"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +195,32 @@ def test_each_service_gets_only_its_own_database_password(compose):
         secrets = compose["services"][name]["secrets"]
         assert [s for s in secrets if s.startswith("db_")] == [f"db_{name}_password"]
         assert "postgres_password" not in secrets
+
+
+def test_each_service_mounts_exactly_the_secrets_it_reads(compose):
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        expected = secret_files(name)
+        assert sorted(service["secrets"]) == sorted(expected.values()), name
+        given = {key.removesuffix("_FILE"): str(value).removeprefix("/run/secrets/")
+                 for key, value in service["environment"].items() if key.endswith("_FILE")}
+        assert given == expected, name
+    for name, expected_files in OTHER_SECRETS.items():
+        assert set(compose["services"][name].get("secrets", [])) == expected_files, name
+    with_secrets = {name for name, service in services(compose) if service.get("secrets")}
+    assert with_secrets == {*APP_SERVICES, *OTHER_SECRETS}
+
+
+def test_every_generated_secret_is_one_a_container_reads(compose):
+    # Redis takes no password (only the gateway's network reaches it): none is generated.
+    mounted = {secret for _, service in services(compose) for secret in service.get("secrets", [])}
+    assert set(SECRET_FILES) <= mounted
+
+
+def test_media_is_given_no_users_token_key(compose):
+    media = compose["services"]["media"]
+    assert not {"jwt_key", "jwt_previous_keys"} & set(media["secrets"])
+    assert not [key for key in media["environment"] if key.startswith("JWT__")]
 
 
 def test_postgres_superuser_password_is_a_generated_secret(compose):

@@ -25,7 +25,7 @@ import pytest
 from deploy import rotate
 from deploy.stack import Stack, free_port
 from tests.e2e.conftest import TEST_ENV
-from tests.support import with_database
+from tests.support import AUTH_COOKIE, with_database
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,7 +54,7 @@ async def call(http: aiohttp.ClientSession, stack: Stack, method: str, path: str
                token: str | None = None, body: dict | None = None) -> aiohttp.ClientResponse:
     headers = {"Origin": stack.url}
     if token:
-        headers["Cookie"] = f"authToken={token}"
+        headers["Cookie"] = f"{AUTH_COOKIE}={token}"
     response = await http.request(method, f"{stack.url}{path}", json=body, headers=headers)
     await response.read()
     return response
@@ -67,7 +67,7 @@ async def login(http: aiohttp.ClientSession, stack: Stack) -> str:
     jar: SimpleCookie = SimpleCookie()
     for header in response.headers.getall("Set-Cookie"):
         jar.load(header)
-    return jar["authToken"].value
+    return jar[AUTH_COOKIE].value
 
 
 async def signed_in(http: aiohttp.ClientSession, stack: Stack, token: str) -> int:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy import backup, roles
 from tests.e2e.support_edge import PASSWORD, assert_fsck_clean, media_tree, png_bytes
-from tests.support import strong_secret, with_user
+from tests.support import AUTH_COOKIE, strong_secret, with_user
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,7 +53,7 @@ async def sign_in_direct(client: aiohttp.ClientSession, url: str) -> str:
     async with client.post(f"{url}/api/auth/login",
                            json={"username": "keeper", "password": PASSWORD}) as response:
         assert response.status == 200, await response.text()
-        return SimpleCookie(response.headers["Set-Cookie"])["authToken"].value
+        return SimpleCookie(response.headers["Set-Cookie"])[AUTH_COOKIE].value
 
 
 async def test_backup_wipe_restore_gives_the_same_rows_and_media(make_stack, postgres_admin_url,
@@ -64,7 +64,7 @@ async def test_backup_wipe_restore_gives_the_same_rows_and_media(make_stack, pos
     images = [png_bytes(), png_bytes()]
     async with aiohttp.ClientSession(headers={"Origin": url}) as client:
         token = await sign_in_direct(client, url)
-        cookie = {"Cookie": f"authToken={token}"}
+        cookie = {"Cookie": f"{AUTH_COOKIE}={token}"}
         ids = []
         for image in images:
             form = aiohttp.FormData()
@@ -132,7 +132,7 @@ async def test_backup_wipe_restore_gives_the_same_rows_and_media(make_stack, pos
         token = await sign_in_direct(client, url)
         for media_id, image in zip(ids, images, strict=True):
             async with client.get(f"{url}/api/media/{media_id}/content",
-                                  headers={"Cookie": f"authToken={token}"}) as response:
+                                  headers={"Cookie": f"{AUTH_COOKIE}={token}"}) as response:
                 assert response.status == 200
                 assert await response.read() == image
     assert_fsck_clean(stack)

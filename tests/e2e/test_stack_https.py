@@ -27,6 +27,7 @@ from tests.e2e.support_edge import (
     session,
     sign_in,
 )
+from tests.support import AUTH_COOKIE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -89,7 +90,7 @@ async def test_user_journey_over_https_with_a_cookie_jar(edge):
     image = png_bytes()
     async with session(edge) as client:
         await sign_in(client, edge)
-        cookie = client.cookie_jar.filter_cookies(URL(edge.https_url)).get("authToken")
+        cookie = client.cookie_jar.filter_cookies(URL(edge.https_url)).get(AUTH_COOKIE)
         assert cookie is not None
         assert cookie.value
 
@@ -149,7 +150,7 @@ async def test_login_cookie_is_httponly_secure_samesite_lax_as_the_browser_recei
             assert response.status == 200
             headers = response.headers.getall("Set-Cookie")
     assert len(headers) == 1
-    morsel = SimpleCookie(headers[0])["authToken"]
+    morsel = SimpleCookie(headers[0])[AUTH_COOKIE]
     assert morsel["httponly"] is True
     assert morsel["secure"] is True
     assert morsel["samesite"].lower() == "lax"

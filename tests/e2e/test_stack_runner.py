@@ -23,8 +23,11 @@ import asyncpg
 import psutil
 import pytest
 
+from deploy.rotate import secret_files
 from deploy.stack import ROOT, Stack, StackError, free_port
+from shared.config import SERVICE_SECRETS
 from tests.e2e.support_edge import PASSWORD
+from tests.support import DEV_AUTH_COOKIE
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -91,6 +94,14 @@ def processes_of(var) -> list[psutil.Process]:
     return found
 
 
+def secret_variables(running: list[psutil.Process], service: str) -> dict[str, str]:
+    """The secret settings in the environment of the service's process."""
+    secret_settings = {setting for held in SERVICE_SECRETS.values() for setting in held}
+    process = next(p for p in running if f"services.{service}" in " ".join(p.cmdline()))
+    return {key: value for key, value in process.environ().items()
+            if key.removesuffix("_FILE") in secret_settings}
+
+
 @pytest.fixture
 def var():
     # Outside pytest's temporary root, which a concurrent pytest run resets to 0700: the
@@ -127,7 +138,7 @@ async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanl
             async with browser.post(f"{url}/api/auth/login",
                                     json={"username": "me", "password": PASSWORD}) as response:
                 assert response.status == 200
-                cookie = SimpleCookie(response.headers["Set-Cookie"])["authToken"]
+                cookie = SimpleCookie(response.headers["Set-Cookie"])[DEV_AUTH_COOKIE]
                 assert cookie["httponly"] is True
                 assert not cookie["secure"]  # a browser would drop a Secure cookie on http
             async with browser.get(f"{url}/api/auth/me") as response:
@@ -149,6 +160,10 @@ async def test_make_run_serves_a_browser_login_restarts_a_crash_and_stops_cleanl
         running = processes_of(var)
         assert any("postgres" in " ".join(p.cmdline()) for p in running)
         assert len([p for p in running if "services." in " ".join(p.cmdline())]) >= 3
+        for service in ("auth", "media", "gateway"):
+            assert secret_variables(running, service) == {
+                f"{setting}_FILE": str(var / "secrets" / name)
+                for setting, name in secret_files(service).items()}, service
     finally:
         runner.process.send_signal(signal.SIGTERM)
         try:

@@ -34,7 +34,7 @@ from tests.e2e.ui_support import (
     screenshot,
     strava_export,
 )
-from tests.support import CI
+from tests.support import AUTH_COOKIE, CI
 
 # Small, so that the oversize file is small too; the gateway allows it plus 1 MiB of
 # multipart overhead, so a file a little over this limit is judged by media itself.
@@ -229,7 +229,7 @@ def test_first_run_creates_the_account_and_closes_registration(ui, ui_stack, own
     assert page.locator("#whoami").inner_text() == owner.username
     page.locator("#gallery-empty").wait_for()
     assert_no_token_cookie(page)
-    cookie = next(c for c in page.context.cookies() if c["name"] == "authToken")
+    cookie = next(c for c in page.context.cookies() if c["name"] == AUTH_COOKIE)
     assert cookie["httpOnly"]
     assert cookie["secure"]
     assert cookie["sameSite"] == "Lax"
@@ -617,7 +617,7 @@ def test_sessions_can_be_revoked_password_changed_and_signed_out(ui, ui_stack, o
     main_watch.expect("GET", "/api/auth/me", 401)
     main.reload()
     main.get_by_role("heading", name="Sign in to Tempo").wait_for()
-    assert not [c for c in main.context.cookies() if c["name"] == "authToken"]
+    assert not [c for c in main.context.cookies() if c["name"] == AUTH_COOKIE]
 
 
 def test_lockout_says_when_to_try_again(ui, ui_stack, owner):

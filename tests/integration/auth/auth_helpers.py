@@ -14,7 +14,7 @@ from services.auth.app import MIGRATIONS
 from services.auth.settings import AuthSettings
 from shared.db import migrate
 from shared.tokens import Claims, TokenCodec
-from tests.support import internal_headers
+from tests.support import AUTH_COOKIE, internal_headers
 
 AUTH_TABLES = ("auth.auth_events", "auth.auth_event_repeats", "auth.login_failures",
                "auth.sessions", "auth.registration_lock", "auth.users")
@@ -38,7 +38,7 @@ async def empty_auth_schema(database_url: str) -> None:
         await connection.close()
 
 
-def cookie_of(response: ClientResponse, name: str = "authToken") -> Any:
+def cookie_of(response: ClientResponse, name: str = AUTH_COOKIE) -> Any:
     """The cookie as the server set it (the client jar ignores Secure cookies over HTTP)."""
     jar = SimpleCookie()
     for header in response.headers.getall("Set-Cookie", []):
@@ -95,6 +95,6 @@ class AuthApi:
 
 
 def user_codec(settings: AuthSettings) -> TokenCodec:
-    jwt = settings.common.jwt
+    jwt = settings.jwt
     return TokenCodec(jwt.keys, issuer=jwt.issuer, audience=jwt.audience,
                       lifetime_seconds=settings.token_lifetime_seconds)

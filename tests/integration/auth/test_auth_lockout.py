@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY
 
 from services.auth.app import create_app
 from services.auth.settings import AuthSettings, load_settings
+from tests.support import AUTH_COOKIE
 
 WRONG = "definitely-not-it-99"
 
@@ -32,7 +33,7 @@ async def test_unknown_user_and_wrong_password_get_the_same_401(api: AuthApi) ->
         del body["requestId"]
     assert first == second
     assert first["code"] == "invalid_credentials"
-    assert "authToken" not in wrong_password.headers.get("Set-Cookie", "")
+    assert AUTH_COOKIE not in wrong_password.headers.get("Set-Cookie", "")
 
 
 async def test_login_with_an_over_long_password_is_refused_not_truncated(

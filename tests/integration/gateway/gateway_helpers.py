@@ -23,6 +23,7 @@ from shared.config import KeySet, Secret
 from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec
 from shared.runner import listening
 from shared.tokens import Claims
+from tests.support import AUTH_COOKIE
 
 GOOD_PASSWORD = "violet-harbor-tangent-42"
 USERNAME = "Runner"
@@ -70,7 +71,7 @@ async def start_gateway(aiohttp_server: Any, env: Mapping[str, str], **kwargs: A
     return await aiohttp_server(create_app(load_settings(env)), **kwargs)
 
 
-def set_cookie(response: aiohttp.ClientResponse, name: str = "authToken") -> Any:
+def set_cookie(response: aiohttp.ClientResponse, name: str = AUTH_COOKIE) -> Any:
     jar: SimpleCookie = SimpleCookie()
     for header in response.headers.getall("Set-Cookie", []):
         jar.load(header)
@@ -92,7 +93,7 @@ class Browser:
     def headers(self, method: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {"User-Agent": BROWSER_UA}
         if self.token is not None:
-            headers["Cookie"] = f"authToken={self.token}"
+            headers["Cookie"] = f"{AUTH_COOKIE}={self.token}"
         if method in {"POST", "PUT", "PATCH", "DELETE"}:
             headers["Origin"] = self.origin
         headers.update(extra or {})

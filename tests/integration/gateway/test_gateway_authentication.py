@@ -18,6 +18,7 @@ from gateway_helpers import Browser, EchoUpstream, identity_claims, server_url
 from services.gateway.routes import API_ROUTES
 from shared.config import KeySet, Secret
 from shared.tokens import TokenCodec, key_id
+from tests.support import AUTH_COOKIE, DEV_AUTH_COOKIE
 
 SAMPLE_ID = "4a0b7c1e-1d2f-4a5b-9c8d-7e6f5a4b3c2d"
 PROTECTED = [(api.method, api.path.replace("{id}", SAMPLE_ID))
@@ -174,3 +175,77 @@ async def test_a_100_kb_cookie_is_refused_without_reaching_upstream(
     assert response.status in {400, 401, 431}
     assert "Traceback" not in await response.text()
     assert echo.received == []
+
+
+def cookies(*pairs: tuple[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in pairs)}
+
+
+async def test_a_planted_unprefixed_cookie_is_ignored_in_production(
+        browser: Browser, echo: EchoUpstream, jwt_key: str) -> None:
+    # Even a token the gateway would accept: a sibling subdomain can set `authToken` for
+    # the parent domain, so in production that name means nothing.
+    valid = codec(jwt_key).issue(SAMPLE_ID)[0]
+    response = await browser.request("GET", "/api/media",
+                                     headers=cookies((DEV_AUTH_COOKIE, valid)))
+    assert response.status == 401
+    assert echo.received == []
+
+
+async def test_an_empty_and_a_forged_cookie_before_a_valid_one_still_authenticate(
+        browser: Browser, echo: EchoUpstream, jwt_key: str) -> None:
+    valid = codec(jwt_key).issue(SAMPLE_ID)[0]
+    forged = forged_tokens(jwt_key)["wrong_key_claiming_right_kid"]
+    response = await browser.request("GET", "/api/media", headers=cookies(
+        (AUTH_COOKIE, ""), (AUTH_COOKIE, forged), (DEV_AUTH_COOKIE, "planted"),
+        (AUTH_COOKIE, valid)))
+    assert response.status == 200, await response.text()
+    assert len(echo.received) == 1
+
+
+async def test_a_revoked_cookie_before_a_valid_one_still_authenticates(
+        user: Browser) -> None:
+    stale = user.token
+    assert (await user.request("POST", "/api/auth/logout")).status == 200
+    user.token = None
+    assert (await user.login()).status == 200
+    fresh = user.token
+    user.token = None
+    response = await user.request("GET", "/api/auth/me",
+                                  headers=cookies((AUTH_COOKIE, stale), (AUTH_COOKIE, fresh)))
+    assert response.status == 200, await response.text()
+    alone = await user.request("GET", "/api/auth/me", headers=cookies((AUTH_COOKIE, stale)))
+    assert alone.status == 401
+
+
+async def test_only_the_first_four_cookies_by_the_name_are_tried(
+        browser: Browser, echo: EchoUpstream, jwt_key: str) -> None:
+    valid = codec(jwt_key).issue(SAMPLE_ID)[0]
+    forged = forged_tokens(jwt_key)["wrong_key"]
+    response = await browser.request("GET", "/api/media", headers=cookies(
+        *[(AUTH_COOKIE, forged)] * 4, (AUTH_COOKIE, valid)))
+    assert response.status == 401
+    assert echo.received == []
+
+
+async def test_a_plain_http_gateway_reads_the_unprefixed_cookie(
+        make_gateway: Callable[..., Awaitable[TestServer]], browser: Browser,
+        jwt_key: str) -> None:
+    gateway = await make_gateway(App__Environment="development",
+                                 Auth__CookieSecure="false")
+    client = Browser(browser.session, server_url(gateway))
+    valid = codec(jwt_key).issue(SAMPLE_ID)[0]
+    bare = await client.request("GET", "/api/media", headers=cookies((DEV_AUTH_COOKIE, valid)))
+    assert bare.status == 200, await bare.text()
+    prefixed = await client.request("GET", "/api/media", headers=cookies((AUTH_COOKIE, valid)))
+    assert prefixed.status == 401
+
+
+async def test_logout_through_the_gateway_clears_the_prefixed_cookie(user: Browser) -> None:
+    response = await user.request("POST", "/api/auth/logout")
+    assert response.status == 200
+    cleared = [header for header in response.headers.getall("Set-Cookie")
+               if header.startswith(f"{AUTH_COOKIE}=")]
+    assert len(cleared) == 1, response.headers.getall("Set-Cookie")
+    assert "max-age=0" in cleared[0].lower()
+    assert "path=/" in cleared[0].lower()

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 from gateway_helpers import Browser, EchoUpstream, server_url
 
 from services.gateway.headers import CONTENT_SECURITY_POLICY
+from tests.support import AUTH_COOKIE, DEV_AUTH_COOKIE
 
 ALLOWED = "https://app.example.org"
 EVIL = "https://evil.example.net"
@@ -188,7 +189,7 @@ async def test_cors_preflight_allowed_and_refused(cors_gateway: TestServer,
 async def test_csrf_state_changing_request_with_cookie_needs_an_allowed_origin(
         cors_gateway: TestServer, user: Browser, echo: EchoUpstream) -> None:
     client = Browser(user.session, server_url(cors_gateway), token=user.token)
-    cookie = {"Cookie": f"authToken={user.token}"}
+    cookie = {"Cookie": f"{AUTH_COOKIE}={user.token}"}
     url = f"{client.base}/api/media/abc"
 
     async def patch(**headers: str) -> int:
@@ -218,3 +219,18 @@ async def test_csrf_check_does_not_apply_without_the_cookie(browser: Browser) ->
                                                 "password": "violet-harbor-tangent-42"},
                                           headers={"Origin": EVIL})
     assert response.status == 201
+
+
+async def test_csrf_check_looks_for_the_cookie_by_its_configured_name(
+        browser: Browser) -> None:
+    async def register(cookie_name: str) -> int:
+        response = await browser.session.post(
+            f"{browser.base}/api/auth/register",
+            json={"username": "Runner", "password": "violet-harbor-tangent-42"},
+            headers={"Origin": EVIL, "Cookie": f"{cookie_name}=anything"})
+        await response.read()
+        return response.status
+
+    assert await register(AUTH_COOKIE) == 403
+    # The bare name is no sign-in cookie in production: nothing to ride on.
+    assert await register(DEV_AUTH_COOKIE) == 201

@@ -22,7 +22,7 @@ from gateway_helpers import (
 
 from services.gateway.app import create_app
 from services.gateway.settings import load_settings
-from tests.support import internal_headers
+from tests.support import AUTH_COOKIE, internal_headers
 
 MEDIA_LIMIT = 1_000_000
 OVERHEAD = 10_000
@@ -56,7 +56,7 @@ async def raw_exchange(server: TestServer, head: str, body_parts: list[bytes] | 
 
 def head_for(server: TestServer, method: str, path: str, token: str, extra: str = "") -> str:
     return (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            f"Cookie: authToken={token}\r\nOrigin: http://127.0.0.1:{server.port}\r\n"
+            f"Cookie: {AUTH_COOKIE}={token}\r\nOrigin: http://127.0.0.1:{server.port}\r\n"
             f"Content-Type: application/octet-stream\r\n{extra}\r\n")
 
 
@@ -90,7 +90,7 @@ async def test_spoofed_internal_and_proxy_headers_are_stripped_and_identity_mint
 async def test_auth_cookie_is_never_forwarded_upstream(user: Browser, echo: EchoUpstream
                                                        ) -> None:
     response = await user.request("GET", "/api/media",
-                                  headers={"Cookie": f"authToken={user.token}; theme=dark"})
+                                  headers={"Cookie": f"{AUTH_COOKIE}={user.token}; theme=dark"})
     assert response.status == 200
     assert "cookie" not in {name.lower() for name in echo.received[-1].header_names}
 
@@ -119,11 +119,11 @@ async def test_gateway_adds_no_content_negotiation_headers_upstream(
     token = await Browser(browser.session, server_url(gateway)).sign_up()
     added = {"accept", "accept-encoding", "user-agent", "content-type"}
     head = (f"GET /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
-            f"Cookie: authToken={token}\r\n\r\n")
+            f"Cookie: {AUTH_COOKIE}={token}\r\n\r\n")
     assert (await raw_exchange(gateway, head)).startswith(b"HTTP/1.1 200 ")
     assert added.isdisjoint(name.lower() for name in echo.received[-1].header_names)
     head = (f"POST /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
-            f"Cookie: authToken={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
+            f"Cookie: {AUTH_COOKIE}={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
             "Content-Length: 5\r\n\r\n")
     assert (await raw_exchange(gateway, head, [b"hello"])).startswith(b"HTTP/1.1 200 ")
     received = echo.received[-1]
@@ -132,7 +132,7 @@ async def test_gateway_adds_no_content_negotiation_headers_upstream(
     # What the client did send goes through unchanged.
     response = await browser.session.get(
         f"{server_url(gateway)}/api/media",
-        headers={"Cookie": f"authToken={token}", "Accept": "application/json",
+        headers={"Cookie": f"{AUTH_COOKIE}={token}", "Accept": "application/json",
                  "Accept-Encoding": "br", "User-Agent": "tempo-test/1"})
     assert response.status == 200
     sent = echo.received[-1].headers
@@ -426,7 +426,7 @@ async def test_client_disconnect_mid_upload_aborts_upstream_without_handler_canc
     # leaves: the body stream itself must notice and abort the upstream request.
     async with ProductionServer(create_app(load_settings(env_for()))) as gateway:
         head = (f"POST /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
-                f"Cookie: authToken={user.token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
+                f"Cookie: {AUTH_COOKIE}={user.token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
                 "Content-Length: 900000\r\n\r\n")
         await disconnect_mid_upload(gateway, echo, head, [os.urandom(200_000)])
         assert await wait_until(lambda: echo.finished.is_set(), timeout=5)
@@ -471,7 +471,7 @@ async def test_direct_calls_to_auth_and_media_without_internal_token_are_refused
         auth_server: TestServer, http: aiohttp.ClientSession, user: Browser) -> None:
     # With the user's own cookie, straight at auth: still refused.
     response = await http.get(f"{server_url(auth_server)}/auth/me",
-                              headers={"Cookie": f"authToken={user.token}"})
+                              headers={"Cookie": f"{AUTH_COOKIE}={user.token}"})
     assert response.status == 401
     response = await http.post(f"{server_url(auth_server)}/auth/login",
                                json={"username": "Runner", "password": "x" * 12})

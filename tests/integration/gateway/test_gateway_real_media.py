@@ -18,6 +18,7 @@ from PIL import Image
 
 from services.media.app import create_app as create_media_app
 from services.media.settings import load_settings as load_media_settings
+from tests.support import AUTH_COOKIE
 
 FILE_LIMIT = 100_000
 OVERHEAD = 8_192
@@ -141,7 +142,7 @@ async def test_direct_call_to_media_without_the_internal_token_is_refused(
                          ("GET", "/export")):
         response = await client.session.request(
             method, f"{base}{path}",
-            headers={"Cookie": f"authToken={client.token}", "X-Tempo-Identity": "forged"})
+            headers={"Cookie": f"{AUTH_COOKIE}={client.token}", "X-Tempo-Identity": "forged"})
         assert response.status == 401, (method, path)
 
 

@@ -86,10 +86,14 @@ MakeApi = Callable[..., Awaitable[MediaApi]]
 
 @pytest.fixture
 def make_api(aiohttp_client, media_env: dict[str, str], internal_key: str) -> MakeApi:
-    """Start the real app with extra settings (e.g. a small size limit)."""
+    """Start the real app with extra settings (e.g. a small size limit); ``prepare`` may
+    add to the app before it starts."""
 
-    async def make(**settings: str) -> MediaApi:
+    async def make(prepare: Callable[[web.Application], None] | None = None,
+                   **settings: str) -> MediaApi:
         app = create_app(load_settings({**media_env, **settings}))
+        if prepare is not None:
+            prepare(app)
         client = await aiohttp_client(app)
         return MediaApi(client, internal_key)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import time
 import uuid
@@ -17,7 +18,16 @@ import pytest
 from services.media.import_files import ImportFiles
 from services.media.storage import MediaStorage
 from shared.keys import DB_POOL
-from tests.media_archives import Row, activities_csv, fit_gz, gpx, jpeg, png, zip_bytes
+from tests.media_archives import (
+    Row,
+    activities_csv,
+    fit_gz,
+    gpx,
+    jpeg,
+    noise_jpeg,
+    png,
+    zip_bytes,
+)
 
 FINAL = {"done", "failed", "cancelled"}
 
@@ -155,6 +165,24 @@ def realistic_export() -> bytes:
         ("media/red-copy.jpg", RED),
         ("profile.csv", b"Name\nRunner\n"),
     ])
+
+
+COUNT = 200
+
+
+@functools.cache
+def big_export(count: int = COUNT, salt: int = 0) -> bytes:
+    """``count`` runs, each with a GPX track and a photo of its own."""
+    entries = []
+    rows_ = []
+    for index in range(count):
+        strava_id = str(10_000 + salt * 1000 + index)
+        entries.append((f"activities/{strava_id}.gpx", gpx(1500 + index, f"Run {index}")))
+        entries.append((f"media/{strava_id}.jpg",
+                        noise_jpeg((48, 48), seed=salt * 1000 + index)))
+        rows_.append(Row(strava_id, name=f"Run {index}", filename=f"activities/{strava_id}.gpx",
+                         media=[f"media/{strava_id}.jpg"]))
+    return zip_bytes([("activities.csv", activities_csv(rows_)), *entries])
 
 
 async def one_chunk(data: bytes) -> AsyncIterator[bytes]:

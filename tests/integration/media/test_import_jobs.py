@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import time
 import uuid
@@ -11,6 +10,8 @@ import uuid
 import asyncpg
 import pytest
 from import_support import (
+    COUNT,
+    big_export,
     clean_import_tables,  # noqa: F401 - a fixture, used through pytestmark
     files_under,
     import_state,
@@ -20,27 +21,7 @@ from import_support import (
     wait_for,
 )
 
-from tests.media_archives import Row, activities_csv, gpx, noise_jpeg, zip_bytes
-
 pytestmark = pytest.mark.usefixtures("clean_import_tables")
-
-COUNT = 200
-
-
-@functools.cache
-def big_export(count: int = COUNT, salt: int = 0) -> bytes:
-    """``count`` runs, each with a GPX track and a photo of its own."""
-    entries = []
-    rows_ = []
-    for index in range(count):
-        strava_id = str(10_000 + salt * 1000 + index)
-        entries.append((f"activities/{strava_id}.gpx", gpx(1500 + index, f"Run {index}")))
-        entries.append((f"media/{strava_id}.jpg",
-                        noise_jpeg((48, 48), seed=salt * 1000 + index)))
-        rows_.append(Row(strava_id, name=f"Run {index}", filename=f"activities/{strava_id}.gpx",
-                         media=[f"media/{strava_id}.jpg"]))
-    return zip_bytes([("activities.csv", activities_csv(rows_)), *entries])
-
 
 async def db_connect(database_url: str) -> asyncpg.Connection:
     return await asyncpg.connect(database_url)

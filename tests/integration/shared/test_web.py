@@ -34,7 +34,7 @@ def make_app(internal_key: str, database_url: str, environment: str = "productio
              ) -> web.Application:
     env = Env(service_env(database_url, jwt_key=strong_secret(), internal_key=internal_key,
                           App__Environment=environment))
-    settings = load_common(env, "test", 0)
+    settings = load_common(env, "media", 0)
     assert env.problems == []
     app = web.Application(middlewares=[
         request_id_middleware(trust_always),

@@ -81,6 +81,15 @@ def test_insecure_cookie_only_in_development() -> None:
     assert settings.cookie_secure is False
 
 
+def test_the_secure_cookie_is_host_prefixed_and_the_plain_http_one_is_not() -> None:
+    assert load_settings(BASE).cookie_name == "__Host-authToken"
+    development = {**BASE, "App__Environment": "development"}
+    assert load_settings(development).cookie_name == "__Host-authToken"
+    # Browsers refuse a __Host- cookie without Secure.
+    assert load_settings({**development, "Auth__CookieSecure": "false"}
+                         ).cookie_name == "authToken"
+
+
 def test_all_problems_together() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings({"Auth__BcryptCost": "20", "Auth__LockoutThreshold": "0",

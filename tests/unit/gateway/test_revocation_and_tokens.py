@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from services.gateway.authentication import TokenVerifier, cookie_token
+from services.gateway.authentication import TokenVerifier, cookie_tokens
 from services.gateway.revocation import RevokedSet, parse_notification
 from shared.config import KeySet, Secret
 from shared.tokens import TokenCodec, TokenError
+from tests.support import AUTH_COOKIE, DEV_AUTH_COOKIE
 
 KEY = "k" * 20 + "0123456789abcdefghij"
 
@@ -118,15 +119,28 @@ def test_overlong_token_is_refused_without_parsing() -> None:
         TokenVerifier(codec(), 10).verify("x" * 5000)
 
 
-@pytest.mark.parametrize(("header", "token"), [
-    (None, None),
-    ("", None),
-    ("theme=dark", None),
-    ("authToken=abc", "abc"),
-    ("theme=dark; authToken=abc; other=1", "abc"),
-    ('authToken="abc"', "abc"),
-    ("xauthToken=abc", None),
-    ("authToken=", None),
+@pytest.mark.parametrize(("header", "tokens"), [
+    (None, []),
+    ("", []),
+    ("theme=dark", []),
+    ("__Host-authToken=abc", ["abc"]),
+    ("theme=dark; __Host-authToken=abc; other=1", ["abc"]),
+    ('__Host-authToken="abc"', ["abc"]),
+    ("x__Host-authToken=abc", []),
+    ("__Host-authToken=", []),
+    # A planted or stale cookie of the bare name is not the production cookie.
+    ("authToken=planted; __Host-authToken=abc", ["abc"]),
+    ("__Host-authToken=; __Host-authToken=forged; __Host-authToken=abc",
+     ["forged", "abc"]),
 ])
-def test_cookie_token(header: str | None, token: str | None) -> None:
-    assert cookie_token(header) == token
+def test_cookie_tokens(header: str | None, tokens: list[str]) -> None:
+    assert cookie_tokens(header, AUTH_COOKIE) == tokens
+
+
+def test_development_reads_the_bare_name_only() -> None:
+    assert cookie_tokens("__Host-authToken=a; authToken=b", DEV_AUTH_COOKIE) == ["b"]
+
+
+def test_a_header_full_of_cookies_by_the_name_yields_only_a_few_candidates() -> None:
+    header = "; ".join(f"{AUTH_COOKIE}=t{index}" for index in range(500))
+    assert cookie_tokens(header, AUTH_COOKIE) == ["t0", "t1", "t2", "t3"]

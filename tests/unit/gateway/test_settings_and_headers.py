@@ -64,6 +64,14 @@ def test_bad_values_are_refused_naming_the_variable(env: dict[str, str], name: s
     assert any(problem.startswith(name) or name in problem for problem in caught.value.problems)
 
 
+def test_the_gateway_reads_the_cookie_name_auth_sets(env: dict[str, str]) -> None:
+    assert load_settings(env).cookie_name == "__Host-authToken"
+    plain = {**env, "App__Environment": "development", "Auth__CookieSecure": "false"}
+    assert load_settings(plain).cookie_name == "authToken"
+    with pytest.raises(SettingsError, match="Auth__CookieSecure"):
+        load_settings({**env, "Auth__CookieSecure": "false"})
+
+
 def test_request_headers_lose_hop_by_hop_credentials_and_internal_ones() -> None:
     incoming = CIMultiDictProxy(CIMultiDict([
         ("Host", "tempo"), ("Connection", "close, X-Hop"), ("X-Hop", "1"), ("TE", "trailers"),

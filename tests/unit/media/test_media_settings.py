@@ -77,6 +77,22 @@ def test_bad_numbers_are_problems(env, name, value):
 
 
 def test_every_problem_is_reported_at_once(env):
-    found = problems({**env, "JWT__SecretKey": "short", "MediaStorage__RootPath": "rel",
+    found = problems({**env, "Internal__SecretKey": "short", "MediaStorage__RootPath": "rel",
                       "MediaStorage__MaxFilesPerRequest": "x"})
     assert len(found) == 3
+
+
+def test_media_starts_without_the_jwt_key(env):
+    del env["JWT__SecretKey"]
+    settings = load_settings(env)
+    assert not hasattr(settings, "jwt")
+    assert not hasattr(settings.common, "jwt")
+
+
+def test_media_does_not_read_the_jwt_keys_at_all(env, tmp_path):
+    # Values media would refuse if it read them: a short key, an unreadable file, both
+    # forms at once, a weak previous key.
+    load_settings({**env, "JWT__SecretKey": "short",
+                   "JWT__SecretKey_FILE": str(tmp_path / "missing"),
+                   "JWT__PreviousSecretKeys": "weak",
+                   "JWT__ExpirationDays": "0"})

@@ -10,6 +10,7 @@ from shared.config import (
     Secret,
     SettingsError,
     load_common,
+    load_jwt,
     signing_secret_problems,
 )
 
@@ -28,21 +29,23 @@ def good_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
-def problems_of(environ: dict[str, str]) -> list[str]:
+def problems_of(environ: dict[str, str], service: str = "gateway") -> list[str]:
+    """What a service that holds the users' token keys finds wrong."""
     env = Env(environ)
-    load_common(env, "auth", 8081)
+    load_jwt(env, load_common(env, service, 8080))
     return env.problems
 
 
 def test_good_environment_has_no_problems_and_defaults_to_production() -> None:
     env = Env(good_env())
     settings = load_common(env, "auth", 8081)
+    jwt = load_jwt(env, settings)
     assert env.problems == []
     assert settings.environment == "production"
     assert not settings.development
-    assert settings.jwt.issuer == "Tempo"
-    assert settings.jwt.audience == "Tempo"
-    assert settings.jwt.expiration_days == 7
+    assert jwt.issuer == "Tempo"
+    assert jwt.audience == "Tempo"
+    assert jwt.expiration_days == 7
     assert settings.port == 8081
     assert settings.host == "127.0.0.1"
 

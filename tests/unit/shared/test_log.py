@@ -29,6 +29,12 @@ def test_secrets_in_free_text_are_redacted(text: str) -> None:
     assert "dXNlcjpwYXNzd29yZA==" not in redacted
 
 
+@pytest.mark.parametrize("name", ["__Host-authToken", "authToken"])
+def test_the_sign_in_cookie_is_redacted_by_either_name(name: str) -> None:
+    # Not a JWT shape, so only the cookie rule can catch it.
+    assert "opaque-value" not in redact_text(f"Cookie: theme=dark; {name}=opaque-value")
+
+
 def test_log_lines_are_json_with_secret_fields_redacted(capsys: pytest.CaptureFixture[str]
                                                         ) -> None:
     configure_logging("test", "info")

@@ -7,7 +7,7 @@ import jwt
 import pytest
 
 from services.gateway.authentication import TokenVerifier
-from shared.config import Env, KeySet, Secret, SettingsError, load_common
+from shared.config import Env, KeySet, Secret, SettingsError, load_common, load_jwt
 from shared.identity import internal_codec, mint_internal_token
 from shared.tokens import TokenCodec, TokenError, key_id
 from tests.support import service_env, strong_secret
@@ -85,27 +85,27 @@ def test_internal_identity_from_previous_internal_key_verifies_until_dropped() -
         internal_codec(KeySet(Secret(NEW)), "media").verify(minted)
 
 
-def _load(**extra: str):
+def _load(service: str = "gateway", **extra: str):
     env = Env(service_env("postgresql://u@127.0.0.1/db", jwt_key=NEW,
                           internal_key=strong_secret(), **extra))
-    common = load_common(env, "gateway", 8080)
+    jwt = load_jwt(env, load_common(env, service, 8080))
     if env.problems:
         raise SettingsError(env.problems)
-    return common
+    return jwt
 
 
 def test_previous_keys_load_from_a_file_one_per_line(tmp_path) -> None:
     other = strong_secret()
     path = tmp_path / "jwt_previous_keys"
     path.write_text(f"{OLD}\n{other}\n")
-    common = _load(JWT__PreviousSecretKeys_FILE=str(path))
-    assert [key.reveal() for key in common.jwt.keys.previous] == [OLD, other]
+    jwt = _load(JWT__PreviousSecretKeys_FILE=str(path))
+    assert [key.reveal() for key in jwt.keys.previous] == [OLD, other]
 
 
 def test_an_empty_previous_keys_file_means_no_previous_keys(tmp_path) -> None:
     path = tmp_path / "jwt_previous_keys"
     path.write_text("")
-    assert _load(JWT__PreviousSecretKeys_FILE=str(path)).jwt.keys.previous == ()
+    assert _load(JWT__PreviousSecretKeys_FILE=str(path)).keys.previous == ()
 
 
 @pytest.mark.parametrize("weak", ["short", "a" * 40])
@@ -116,4 +116,5 @@ def test_a_weak_previous_key_is_refused_like_a_current_one(weak: str) -> None:
 
 def test_a_previous_internal_key_may_not_be_a_jwt_key() -> None:
     with pytest.raises(SettingsError, match="Internal__SecretKey: must differ"):
-        _load(Internal__PreviousSecretKeys=NEW)
+        # auth holds both: the users' key it signs with, the identity keys it verifies.
+        _load("auth", Internal__PreviousSecretKeys=NEW)

@@ -62,6 +62,7 @@ from shared.config import (
     JWT_KEY,
     JWT_PREVIOUS_KEYS,
     SERVICE_SECRETS,
+    SETUP_CODE,
 )
 
 SERVICES = ("auth", "media", "gateway")
@@ -119,7 +120,8 @@ def secret_files(service: str) -> dict[str, str]:
     """The secret files a service is given, by the setting whose ``_FILE`` names each:
     exactly the secrets it reads (``shared.config.SERVICE_SECRETS``)."""
     files = {JWT_KEY: "jwt_key", INTERNAL_KEY: "internal_key",
-             DATABASE_PASSWORD: password_file(service), **PREVIOUS_KEY_SETTINGS}
+             DATABASE_PASSWORD: password_file(service), SETUP_CODE: "setup_code",
+             **PREVIOUS_KEY_SETTINGS}
     return {setting: files[setting] for setting in SERVICE_SECRETS[service]}
 
 

@@ -41,7 +41,7 @@ from deploy import roles
 from deploy.generate_secrets import ensure_secrets
 from deploy.rotate import ensure_previous_key_files
 from deploy.rotate import secret_files as secret_files_of
-from shared.config import DATABASE_PASSWORD
+from shared.config import DATABASE_PASSWORD, SETUP_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "media", "gateway")
@@ -371,6 +371,10 @@ class Stack:
         # Only the secrets this service reads; a given database URL carries its own password.
         for setting, file_name in secret_files_of(name).items():
             if setting == DATABASE_PASSWORD and self._given_database_url:
+                continue
+            if setting == SETUP_CODE:
+                # Production mode only, and never over a code given in the shell:
+                # setup_code_env decides.
                 continue
             settings[f"{setting}_FILE"] = str(secret_files[file_name])
         if name in {"auth", "gateway"} and self.development:

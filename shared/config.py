@@ -31,6 +31,7 @@ JWT_PREVIOUS_KEYS = "JWT__PreviousSecretKeys"
 INTERNAL_KEY = "Internal__SecretKey"
 INTERNAL_PREVIOUS_KEYS = "Internal__PreviousSecretKeys"
 DATABASE_PASSWORD = "Database__Password"  # noqa: S105 - a setting name
+SETUP_CODE = "Auth__SetupCode"
 
 # The secret settings each service reads; it reads no other. A signing key goes only where
 # it signs or verifies, and the previous keys kept during a rotation only where tokens are
@@ -38,7 +39,7 @@ DATABASE_PASSWORD = "Database__Password"  # noqa: S105 - a setting name
 # are signed by the gateway and verified by auth and media. The deployment (compose, the
 # local stack, rotation) mounts and restarts by this table.
 SERVICE_SECRETS: dict[str, tuple[str, ...]] = {
-    "auth": (JWT_KEY, INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS, DATABASE_PASSWORD),
+    "auth": (JWT_KEY, INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS, DATABASE_PASSWORD, SETUP_CODE),
     "media": (INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS, DATABASE_PASSWORD),
     "gateway": (JWT_KEY, JWT_PREVIOUS_KEYS, INTERNAL_KEY, DATABASE_PASSWORD),
 }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
 from shared.config import (
+    SETUP_CODE,
     CommonSettings,
     Env,
     JwtSettings,
@@ -79,9 +80,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AuthSettings:
         env.problem("Auth__LockoutMaxMinutes",
                     "must be at least Auth__LockoutWindowMinutes")
 
-    setup_code = env.secret("Auth__SetupCode")
+    setup_code = env.secret(SETUP_CODE)
     if setup_code is not None and len(setup_code) < MIN_SETUP_CODE_LENGTH:
-        env.problem("Auth__SetupCode",
+        env.problem(SETUP_CODE,
                     f"must be at least {MIN_SETUP_CODE_LENGTH} characters")
 
     settings = AuthSettings(

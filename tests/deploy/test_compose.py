@@ -26,13 +26,15 @@ INTERNAL_ONLY = {"postgres", "redis", "auth", "media"}
 APP_SERVICES = ("auth", "media", "gateway")
 # The other containers' secrets, each for a reason: PostgreSQL's entrypoint sets the
 # superuser password and 10-roles.sh creates every service role with its own; db-grants
-# connects as the superuser; the backup reads as the superuser and encrypts to the
-# recipient (README: "Backups").
+# connects as the superuser; the backup reads as the superuser, encrypts to the recipient
+# and signs with the signing key, and restores check the signature with the verify key
+# and load as the restore role (README: "Backups").
 OTHER_SECRETS = {
     "postgres": {"postgres_password", "db_auth_password", "db_media_password",
-                 "db_gateway_password"},
+                 "db_gateway_password", "db_restore_password"},
     "db-grants": {"postgres_password"},
-    "backup": {"postgres_password", "backup_recipient"},
+    "backup": {"postgres_password", "backup_recipient", "backup_signing_key",
+               "backup_verify_key", "db_restore_password"},
 }
 
 

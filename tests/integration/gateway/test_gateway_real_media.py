@@ -164,7 +164,7 @@ async def test_upload_below_the_minimum_rate_is_408_and_leaves_no_file_in_media(
     files_before, rows_before = stored_files(root), await media_rows(db)
     body = multipart("slow.jpg", b"\xff\xd8\xff\xe0" + os.urandom(60_000), "image/jpeg")
     head = (f"POST /api/media HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
-            f"Cookie: authToken={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
+            f"Cookie: {AUTH_COOKIE}={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
             f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)

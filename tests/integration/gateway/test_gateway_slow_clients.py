@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from gateway_helpers import Browser, EchoUpstream, server_url, wait_until
 
 from tests.slow_clients import Trickle, probe_during, slow_login_head
+from tests.support import AUTH_COOKIE
 
 # Short deadlines keep the attack bounded; the auth budget is wide so that the owner's
 # probes measure the pools, not the login rate limit.
@@ -27,7 +28,7 @@ GatewayFactory = Callable[..., Awaitable[TestServer]]
 def upload_head(gateway: TestServer, token: str, length: int = 100_000,
                 path: str = "/api/media") -> bytes:
     return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n"
-            f"Cookie: authToken={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
+            f"Cookie: {AUTH_COOKIE}={token}\r\nOrigin: http://127.0.0.1:{gateway.port}\r\n"
             "Content-Type: application/octet-stream\r\n"
             f"Content-Length: {length}\r\n\r\n").encode()
 

@@ -1,0 +1,140 @@
+"""Parsers for what a client sends, strict enough that nothing they accept breaks later.
+
+Every value they return can be converted, compared and stored without raising: JSON is
+bounded in nesting depth before it is parsed and holds no text PostgreSQL cannot store
+(lone surrogates, NUL); whole numbers are bounded in digits before they are converted.
+Each refusal is a ``ValueError`` subclass, which the callers turn into their own 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_JSON_DEPTH = 32
+# No field of the API is a number this long; Python would refuse past 4300 digits anyway,
+# after spending quadratic time converting them.
+MAX_JSON_INTEGER_DIGITS = 32
+
+# What can change the nesting depth, and what starts, ends or escapes inside a string.
+_STRUCTURAL = re.compile(r'["\\\[\]{}]')
+_OPENERS = frozenset("[{")
+_CLOSERS = frozenset("]}")
+# Lone surrogates cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class JsonRefusedError(ValueError):
+    """The document is refused; ``code`` says why, in the API's error vocabulary."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def nesting_exceeds(text: str, max_depth: int) -> bool:
+    """Whether ``text`` nests arrays and objects deeper than ``max_depth``.
+
+    One pass that visits only brackets, quotes and backslashes, so that a document too
+    deep for the recursive parser is refused in linear time without recursing. Where the
+    text is not valid JSON the count may be off past the first error, which is harmless:
+    the parser stops at that error too, never deeper than the count so far.
+    """
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth = 0
+    in_string = False
+    escaped = -1
+    for match in _STRUCTURAL.finditer(text):
+        index = match.start()
+        if index == escaped:
+            continue
+        char = text[index]
+        if in_string:
+            if char == "\\":
+                escaped = index + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in _OPENERS:
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in _CLOSERS:
+            depth -= 1
+            if depth < 0:
+                return False
+    return False
+
+
+def unstorable_text(value: Any) -> bool:
+    """Whether any key or string anywhere in a parsed document holds a lone surrogate or NUL.
+
+    Iterative: the depth is bounded already, but a wide document must not cost a frame per
+    element either.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                if _UNSTORABLE.search(key):
+                    return True
+                pending.append(member)
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_JSON_INTEGER_DIGITS:
+        raise JsonRefusedError("malformed_json", "A number in the JSON document is too long.")
+    return int(digits)
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonRefusedError("malformed_json", f"{name} is not JSON.")
+
+
+def loads(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse strict UTF-8 JSON whose values are all safe to use and to store.
+
+    Refuses (``JsonRefusedError``): bytes that are not UTF-8, nesting deeper than
+    ``max_depth``, over-long integers, ``NaN``/``Infinity``, and lone surrogates or NUL
+    in any key or string.
+    """
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
+    except UnicodeDecodeError:
+        raise JsonRefusedError("malformed_json", "The JSON document is not UTF-8.") from None
+    if nesting_exceeds(text, max_depth):
+        raise JsonRefusedError("json_too_deep",
+                               f"The JSON document nests deeper than {max_depth} levels.")
+    try:
+        data = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
+    except JsonRefusedError:
+        raise
+    except (ValueError, RecursionError):
+        raise JsonRefusedError("malformed_json", "The JSON document is not valid.") from None
+    if unstorable_text(data):
+        raise JsonRefusedError("invalid_text", "The JSON document holds text that cannot be "
+                               "stored (a lone surrogate or a NUL character).")
+    return data
+
+
+def whole_number(value: str, *, minimum: int, maximum: int) -> int | None:
+    """``value`` as an int when it is ASCII digits from ``minimum`` to ``maximum``, else None.
+
+    The length is checked first, so that no huge digit string is ever converted.
+    """
+    if (not 0 < len(value) <= len(str(maximum)) or not value.isascii()
+            or not value.isdigit()):
+        return None
+    number = int(value)
+    return number if minimum <= number <= maximum else None

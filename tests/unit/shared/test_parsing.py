@@ -1,0 +1,87 @@
+"""The strict JSON reader and the whole-number parser every service's input goes through."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from shared import parsing
+from shared.parsing import JsonRefusedError, loads, nesting_exceeds, whole_number
+
+
+@pytest.mark.parametrize("document", [
+    '{"a": 1}', "[]", '"text"', "null", '{"a": [[{"b": "c"}]]}', '{"emoji": "\\ud83d\\ude00"}',
+    '{"tab": "\\t", "brackets": "[[[[{{{{"}', '"\\\\[[["', '{"x": -12345678901234567890}',
+])
+def test_ordinary_documents_parse_as_json_does(document: str) -> None:
+    assert loads(document) == json.loads(document)
+    assert loads(document.encode()) == json.loads(document)
+
+
+def refusal(document: str | bytes) -> str:
+    with pytest.raises(JsonRefusedError) as refused:
+        loads(document)
+    return refused.value.code
+
+
+def test_json_nesting_at_the_bound_parses_and_one_deeper_is_refused() -> None:
+    depth = parsing.MAX_JSON_DEPTH
+    assert loads("[" * depth + "]" * depth) is not None
+    assert refusal("[" * (depth + 1) + "]" * (depth + 1)) == "json_too_deep"
+    assert refusal('{"a":' * (depth + 1) + "1" + "}" * (depth + 1)) == "json_too_deep"
+
+
+def test_brackets_inside_strings_do_not_count_towards_depth() -> None:
+    text = json.dumps({"a": "[" * 5000, "b": "\\\"[[[" * 100, "c": '"{"' * 50})
+    assert loads(text) == json.loads(text)
+
+
+def test_deep_nesting_is_refused_without_recursion_in_linear_time() -> None:
+    # 30,000 levels in 60 KB: json.loads alone raises RecursionError on this.
+    document = "[" * 30_000 + "]" * 30_000
+    started = time.process_time()
+    assert refusal(document) == "json_too_deep"
+    assert refusal(document.encode()) == "json_too_deep"
+    assert refusal('{"a":' * 12_000 + "1" + "}" * 12_000) == "json_too_deep"
+    # Unclosed and mismatched brackets, strings that never end: refused, never recursed.
+    assert refusal("[" * 60_000) == "json_too_deep"
+    assert refusal('"' + "\\\"[" * 20_000) == "malformed_json"
+    assert time.process_time() - started < 2  # a quadratic scan of 60 KB takes minutes
+
+
+@pytest.mark.parametrize("document", [
+    '{"password": "\\ud800abc"}', '{"\\udfff": 1}', '["ok", ["\\ud83d"]]', '"\\ude00\\ud83d"',
+    '{"caption": "a\\u0000b"}', '{"a\\u0000": "b"}', '[{"x": ["\\u0000"]}]',
+])
+def test_lone_surrogates_and_nul_are_refused_in_keys_and_values(document: str) -> None:
+    assert refusal(document) == "invalid_text"
+
+
+@pytest.mark.parametrize("document", [
+    b"", b"{", b"\xff\xfe{}", b'{"a": "\xed\xa0\x80"}', b"\xef\xbb\xbf{}", b"NaN", b"[Infinity]",
+    b'{"a": "raw\x00nul"}', ("[" + "9" * 5000 + "]").encode(), ("[" + "9" * 33 + "]").encode(),
+])
+def test_malformed_documents_are_refused_as_malformed(document: bytes) -> None:
+    assert refusal(document) == "malformed_json"
+
+
+def test_nesting_scan_matches_the_parser_on_valid_documents() -> None:
+    assert not nesting_exceeds('{"a": [1, {"b": []}]}', 4)
+    assert nesting_exceeds('{"a": [1, {"b": [[]]}]}', 4)
+    assert not nesting_exceeds('["\\\\", ["\\"]]"]]', 2)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", 1), ("100", 100), ("007", 7), ("9223372036854775807", 2**63 - 1),
+])
+def test_whole_number_in_range(value: str, expected: int) -> None:
+    assert whole_number(value, minimum=0, maximum=max(expected, 100)) == expected
+
+
+@pytest.mark.parametrize("value", ["", "0", "101", "-1", "+1", "1.5", " 5", "5 ", "ten", "٣",
+                                   "²", "1_0", "0100", "1" * 5000, "9" * 100_000])
+def test_whole_number_refuses_everything_else_without_converting_long_strings(value: str
+                                                                              ) -> None:
+    assert whole_number(value, minimum=1, maximum=100) is None

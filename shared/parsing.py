@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 MAX_JSON_DEPTH = 32
@@ -23,15 +24,18 @@ _OPENERS = frozenset("[{")
 _CLOSERS = frozenset("]}")
 # Lone surrogates cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNENCODABLE = re.compile("[\ud800-\udfff]")
 
 
 class JsonRefusedError(ValueError):
-    """The document is refused; ``code`` says why, in the API's error vocabulary."""
+    """The document is refused; ``code`` says why, in the API's error vocabulary, and
+    ``field`` names the top-level member at fault when there is one."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.field = field
 
 
 def nesting_exceeds(text: str, max_depth: int) -> bool:
@@ -70,8 +74,9 @@ def nesting_exceeds(text: str, max_depth: int) -> bool:
     return False
 
 
-def unstorable_text(value: Any) -> bool:
-    """Whether any key or string anywhere in a parsed document holds a lone surrogate or NUL.
+def unstorable_text(value: Any, pattern: re.Pattern[str] = _UNSTORABLE) -> bool:
+    """Whether any key or string anywhere in a parsed document holds a lone surrogate or NUL
+    (or whatever else ``pattern`` finds).
 
     Iterative: the depth is bounded already, but a wide document must not cost a frame per
     element either.
@@ -80,16 +85,32 @@ def unstorable_text(value: Any) -> bool:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if _UNSTORABLE.search(item):
+            if pattern.search(item):
                 return True
         elif isinstance(item, dict):
             for key, member in item.items():
-                if _UNSTORABLE.search(key):
+                if pattern.search(key):
                     return True
                 pending.append(member)
         elif isinstance(item, list):
             pending.extend(item)
     return False
+
+
+def _refuse_unstorable(data: Any, nul_allowed: Collection[str]) -> None:
+    message = ("The JSON document holds text that cannot be stored (a lone surrogate or a "
+               "NUL character).")
+    if not isinstance(data, dict):
+        if unstorable_text(data):
+            raise JsonRefusedError("invalid_text", message)
+        return
+    for key, member in data.items():
+        if _UNSTORABLE.search(key):
+            raise JsonRefusedError("invalid_text", message)
+        pattern = _UNENCODABLE if key in nul_allowed else _UNSTORABLE
+        if unstorable_text(member, pattern):
+            raise JsonRefusedError("invalid_text", f"'{key}' holds text that cannot be "
+                                   "stored (a lone surrogate or a NUL character).", key)
 
 
 def _bounded_int(digits: str) -> int:
@@ -102,12 +123,14 @@ def _no_constant(name: str) -> Any:
     raise JsonRefusedError("malformed_json", f"{name} is not JSON.")
 
 
-def loads(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def loads(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH,
+          nul_allowed: Collection[str] = ()) -> Any:
     """Parse strict UTF-8 JSON whose values are all safe to use and to store.
 
     Refuses (``JsonRefusedError``): bytes that are not UTF-8, nesting deeper than
     ``max_depth``, over-long integers, ``NaN``/``Infinity``, and lone surrogates or NUL
-    in any key or string.
+    in any key or string. ``nul_allowed`` names top-level members that are never stored
+    as text (passwords, which are only hashed): NUL is theirs to hold, surrogates are not.
     """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
@@ -122,9 +145,7 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise
     except (ValueError, RecursionError):
         raise JsonRefusedError("malformed_json", "The JSON document is not valid.") from None
-    if unstorable_text(data):
-        raise JsonRefusedError("invalid_text", "The JSON document holds text that cannot be "
-                               "stored (a lone surrogate or a NUL character).")
+    _refuse_unstorable(data, nul_allowed)
     return data
 
 

@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import structlog
@@ -143,9 +143,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                                 request_id=request_id, extra=extra)
 
 
-async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES, *,
+                    nul_allowed: Collection[str] = ()) -> dict[str, Any]:
     """The request body as a JSON object: 415 if not JSON, 413 if too big, 400 if malformed,
-    nested too deep or holding text that cannot be stored (see ``shared.parsing.loads``)."""
+    nested too deep or holding text that cannot be stored (see ``shared.parsing.loads``,
+    which ``nul_allowed`` is passed to)."""
     if request.content_type != "application/json":
         raise UnsupportedMediaTypeError("The request body must be application/json.")
     if request.content_length is not None and request.content_length > max_bytes:
@@ -156,8 +158,10 @@ async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> di
         if len(body) > max_bytes:
             raise PayloadTooLargeError(f"The request body must be at most {max_bytes} bytes.")
     try:
-        data = parsing.loads(body)
+        data = parsing.loads(body, nul_allowed=nul_allowed)
     except parsing.JsonRefusedError as exc:
+        if exc.field is not None:
+            raise ValidationError(exc.field, exc.message, code=exc.code) from None
         message = ("The request body is not valid JSON." if exc.code == "malformed_json"
                    else exc.message)
         raise BadRequestError(message, code=exc.code) from None

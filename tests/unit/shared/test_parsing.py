@@ -85,3 +85,15 @@ def test_whole_number_in_range(value: str, expected: int) -> None:
 def test_whole_number_refuses_everything_else_without_converting_long_strings(value: str
                                                                               ) -> None:
     assert whole_number(value, minimum=1, maximum=100) is None
+
+
+def test_nul_is_allowed_only_in_the_named_members_and_surrogates_nowhere() -> None:
+    document = '{"password": "a\\u0000b", "username": "x"}'
+    assert loads(document, nul_allowed=("password",))["password"] == "a\x00b"
+    with pytest.raises(JsonRefusedError) as refused:
+        loads(document)
+    assert (refused.value.code, refused.value.field) == ("invalid_text", "password")
+    for text in ('{"password": "\\ud800"}', '{"password": ["\\ud800"]}',
+                 '{"pass\\u0000word": "x"}'):
+        with pytest.raises(JsonRefusedError):
+            loads(text, nul_allowed=("password",))

@@ -14,7 +14,7 @@ import binascii
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -57,11 +57,8 @@ def cursor_time(value: Any) -> datetime:
     if not isinstance(value, str) or len(value) > _MAX_TIME_LENGTH:
         raise invalid_cursor()
     try:
-        moment = datetime.fromisoformat(value)
-        if moment.tzinfo is None:
-            raise invalid_cursor()
-        return moment.astimezone(UTC)
-    except (ValueError, OverflowError):
+        return parsing.in_utc(datetime.fromisoformat(value))
+    except ValueError:
         raise invalid_cursor() from None
 
 

@@ -2,7 +2,8 @@
 
 Every value they return can be converted, compared and stored without raising: JSON is
 bounded in nesting depth before it is parsed and holds no text PostgreSQL cannot store
-(lone surrogates, NUL); whole numbers are bounded in digits before they are converted.
+(lone surrogates, NUL); whole numbers are bounded in digits before they are converted;
+times exist in UTC.
 Each refusal is a ``ValueError`` subclass, which the callers turn into their own 400.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any
 
 MAX_JSON_DEPTH = 32
@@ -159,3 +161,14 @@ def whole_number(value: str, *, minimum: int, maximum: int) -> int | None:
         return None
     number = int(value)
     return number if minimum <= number <= maximum else None
+
+
+def in_utc(moment: datetime) -> datetime:
+    """An aware time as UTC; ``ValueError`` when it is naive or exists in no UTC calendar
+    (``0001-01-01T00:00:00+14:00`` is year 0 in UTC), which Python and PostgreSQL refuse."""
+    if moment.tzinfo is None:
+        raise ValueError("a time without an offset")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a time outside the UTC calendar") from None

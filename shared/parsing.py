@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Collection
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 MAX_JSON_DEPTH = 32
@@ -20,10 +21,12 @@ MAX_JSON_DEPTH = 32
 # after spending quadratic time converting them.
 MAX_JSON_INTEGER_DIGITS = 32
 
-# What can change the nesting depth, and what starts, ends or escapes inside a string.
-_STRUCTURAL = re.compile(r'["\\\[\]{}]')
-_OPENERS = frozenset("[{")
-_CLOSERS = frozenset("]}")
+# A JSON string, or what is left of the text when one never ends: always matching, so
+# the scan stays linear even on a text of unbalanced quotes.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*+(?:"|\Z)', re.DOTALL)
+# Brackets as +1 and -1 (signed bytes), everything else dropped.
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[{]}"))
 # Lone surrogates cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _UNENCODABLE = re.compile("[\ud800-\udfff]")
@@ -43,37 +46,17 @@ class JsonRefusedError(ValueError):
 def nesting_exceeds(text: str, max_depth: int) -> bool:
     """Whether ``text`` nests arrays and objects deeper than ``max_depth``.
 
-    One pass that visits only brackets, quotes and backslashes, so that a document too
-    deep for the recursive parser is refused in linear time without recursing. Where the
-    text is not valid JSON the count may be off past the first error, which is harmless:
-    the parser stops at that error too, never deeper than the count so far.
+    Strings are removed, brackets counted with a running sum, all in C-level passes over
+    the text, so that a document too deep for the recursive parser is refused in linear
+    time without recursing. Where the text is not valid JSON the count past the first
+    error may be anything, which is harmless: the parser stops at that error, and up to it
+    the count is exact.
     """
     if text.count("[") + text.count("{") <= max_depth:
         return False
-    depth = 0
-    in_string = False
-    escaped = -1
-    for match in _STRUCTURAL.finditer(text):
-        index = match.start()
-        if index == escaped:
-            continue
-        char = text[index]
-        if in_string:
-            if char == "\\":
-                escaped = index + 1
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in _OPENERS:
-            depth += 1
-            if depth > max_depth:
-                return True
-        elif char in _CLOSERS:
-            depth -= 1
-            if depth < 0:
-                return False
-    return False
+    outside = _STRING.sub("", text).encode("utf-8", "surrogatepass")
+    steps = memoryview(outside.translate(_BRACKETS, _NOT_BRACKETS)).cast("b")
+    return max(accumulate(steps), default=0) > max_depth
 
 
 def unstorable_text(value: Any, pattern: re.Pattern[str] = _UNSTORABLE) -> bool:

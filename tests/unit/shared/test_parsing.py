@@ -6,6 +6,8 @@ import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared import parsing
 from shared.parsing import JsonRefusedError, loads, nesting_exceeds, whole_number
@@ -97,3 +99,50 @@ def test_nul_is_allowed_only_in_the_named_members_and_surrogates_nowhere() -> No
                  '{"pass\\u0000word": "x"}'):
         with pytest.raises(JsonRefusedError):
             loads(text, nul_allowed=("password",))
+
+
+def test_in_utc_refuses_naive_times_and_times_outside_the_utc_calendar() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    east = timezone(timedelta(hours=14))
+    assert parsing.in_utc(datetime(2026, 1, 1, 14, tzinfo=east)) == datetime(2026, 1, 1,
+                                                                             tzinfo=UTC)
+    for moment in (datetime(2026, 1, 1), datetime(1, 1, 1, tzinfo=east),
+                   datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14)))):
+        with pytest.raises(ValueError, match="time"):
+            parsing.in_utc(moment)
+
+
+def depth_of(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    return 0
+
+
+json_texts = st.text(alphabet=st.characters(exclude_categories=()), max_size=8)
+json_documents = st.recursive(
+    st.none() | st.booleans() | st.integers() | json_texts,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(json_texts, children,
+                                                                       max_size=3),
+    max_leaves=40)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(json_documents, st.integers(0, 6))
+def test_nesting_scan_agrees_with_the_documents_depth(document: object, limit: int) -> None:
+    text = json.dumps(document, ensure_ascii=bool(limit % 2))
+    assert nesting_exceeds(text, limit) == (depth_of(document) > limit)
+
+
+@settings(max_examples=500, derandomize=True, database=None, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                 json_documents.map(lambda document: json.dumps(document).encode())))
+def test_loads_either_parses_or_refuses_never_anything_else(raw: bytes) -> None:
+    code = None
+    try:
+        loads(raw)
+    except JsonRefusedError as refused:
+        code = refused.code
+    assert code in {None, "malformed_json", "json_too_deep", "invalid_text"}

@@ -23,9 +23,9 @@ from shared.errors import ValidationError
 
 MAX_CURSOR_LENGTH = 200
 # Cursors are flat: a composite one holds others as strings, never as nested objects.
-_MAX_DEPTH = 2
+_MAX_DEPTH = 1
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-_MAX_TIME_LENGTH = 40
+_MAX_TIME_LENGTH = 64
 MAX_ID = 2**63 - 1
 
 

@@ -11,11 +11,8 @@ repeated failures in one record per window rather than one each.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from shared.config import Env
-from shared.errors import ValidationError
+from shared.cursors import MAX_CURSOR_LENGTH, cursor_id, cursor_time, decode_cursor, encode_cursor
 from shared.keys import DB_POOL
 from shared.web import page_limit
 
@@ -36,7 +33,6 @@ FAILURE = "failure"
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
-MAX_CURSOR_LENGTH = 200
 
 # The database functions refuse to purge anything younger than this, whoever calls them:
 # a compromised service cannot shorten the trail below it by asking for a short retention.
@@ -63,23 +59,12 @@ class Position:
 
 
 def encode_position(position: Position) -> str:
-    raw = f"{position.occurred_at.isoformat()}|{position.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_cursor({"t": position.occurred_at.isoformat(), "i": str(position.id)})
 
 
 def decode_position(value: str) -> Position:
-    try:
-        if len(value) > MAX_CURSOR_LENGTH:
-            raise ValueError("too long")
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        stamp, _, number = raw.partition("|")
-        occurred_at = datetime.fromisoformat(stamp)
-        if occurred_at.tzinfo is None or not re.fullmatch(r"[0-9]{1,18}", number):
-            raise ValueError("not a position")
-        return Position(occurred_at, int(number))
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise ValidationError("cursor", "'cursor' is not a valid cursor.",
-                              code="invalid_cursor") from None
+    data = decode_cursor(value, max_length=MAX_CURSOR_LENGTH)
+    return Position(cursor_time(data.get("t")), cursor_id(data.get("i")))
 
 
 def parse_limit(value: str | None) -> int:

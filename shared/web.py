@@ -7,12 +7,13 @@ import re
 import secrets
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import structlog
 from aiohttp import web
 
+from shared import parsing
 from shared.errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -152,8 +153,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                                 request_id=request_id, extra=extra)
 
 
-async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
-    """The request body as a JSON object: 415 if not JSON, 413 if too big, 400 if malformed."""
+async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES, *,
+                    nul_allowed: Collection[str] = ()) -> dict[str, Any]:
+    """The request body as a JSON object: 415 if not JSON, 413 if too big, 400 if malformed,
+    nested too deep or holding text that cannot be stored (see ``shared.parsing.loads``,
+    which ``nul_allowed`` is passed to)."""
     if request.content_type != "application/json":
         raise UnsupportedMediaTypeError("The request body must be application/json.")
     if request.content_length is not None and request.content_length > max_bytes:
@@ -164,10 +168,13 @@ async def read_json(request: web.Request, max_bytes: int = MAX_JSON_BYTES) -> di
         if len(body) > max_bytes:
             raise PayloadTooLargeError(f"The request body must be at most {max_bytes} bytes.")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequestError("The request body is not valid JSON.",
-                              code="malformed_json") from None
+        data = parsing.loads(body, nul_allowed=nul_allowed)
+    except parsing.JsonRefusedError as exc:
+        if exc.field is not None:
+            raise ValidationError(exc.field, exc.message, code=exc.code) from None
+        message = ("The request body is not valid JSON." if exc.code == "malformed_json"
+                   else exc.message)
+        raise BadRequestError(message, code=exc.code) from None
     if not isinstance(data, dict):
         raise BadRequestError("The request body must be a JSON object.", code="malformed_json")
     return data
@@ -192,17 +199,14 @@ def optional_str(data: Mapping[str, Any], field: str) -> str | None:
 
 
 def page_limit(value: str | None, *, default: int, maximum: int) -> int:
-    """A ``limit`` query parameter: a whole number from 1 to ``maximum``; absent, ``default``.
-
-    The length is checked first, so that no huge digit string is ever converted.
-    """
+    """A ``limit`` query parameter: a whole number from 1 to ``maximum``; absent, ``default``."""
     if value is None or value == "":
         return default
-    if (len(value) > len(str(maximum)) or not value.isascii() or not value.isdigit()
-            or not 1 <= int(value) <= maximum):
+    limit = parsing.whole_number(value, minimum=1, maximum=maximum)
+    if limit is None:
         raise ValidationError("limit", f"'limit' must be a whole number from 1 to {maximum}.",
                               code="invalid_limit")
-    return int(value)
+    return limit
 
 
 def json_response(data: Any, status: int = 200,

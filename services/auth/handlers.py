@@ -18,6 +18,9 @@ from shared.identity import identity_of, require_user
 from shared.keys import DB_POOL
 from shared.web import json_response, optional_str, read_json, require_str
 
+# Only ever hashed or compared, never stored as text: NUL is a character like any other.
+PASSWORD_FIELDS = ("password", "confirmPassword", "currentPassword", "newPassword")
+
 
 def _services(request: web.Request) -> accounts.Services:
     app = request.app
@@ -54,7 +57,7 @@ async def get_registration_available(request: web.Request) -> web.Response:
 
 
 async def register(request: web.Request) -> web.Response:
-    data = await read_json(request)
+    data = await read_json(request, nul_allowed=PASSWORD_FIELDS)
     username = require_str(data, "username")
     password = require_str(data, "password")
     confirm = optional_str(data, "confirmPassword")
@@ -66,7 +69,7 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def login(request: web.Request) -> web.Response:
-    data = await read_json(request)
+    data = await read_json(request, nul_allowed=PASSWORD_FIELDS)
     username = require_str(data, "username")
     password = require_str(data, "password")
     services = _services(request)
@@ -96,7 +99,7 @@ async def change_password(request: web.Request) -> web.Response:
     identity = identity_of(request)
     # Who is asking is settled before the body is read: an ended session learns nothing.
     await accounts.current_session(services, identity)
-    data = await read_json(request)
+    data = await read_json(request, nul_allowed=PASSWORD_FIELDS)
     current = require_str(data, "currentPassword")
     new = require_str(data, "newPassword")
     issued = await accounts.change_password(services, identity, Origin.of(request), current,

@@ -10,8 +10,6 @@ costs two indexed queries however deep the client has paged.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from datetime import datetime
 from typing import Any
@@ -23,8 +21,9 @@ from aiohttp import hdrs, web
 from services.gateway import metrics
 from services.gateway.keys import CLIENT, UPSTREAMS, USER
 from services.gateway.proxy import Upstream
+from shared import cursors
 from shared.audit import MAX_CURSOR_LENGTH, decode_position, parse_limit
-from shared.errors import BadGatewayError, UnauthorizedError, ValidationError
+from shared.errors import BadGatewayError, UnauthorizedError
 from shared.identity import INTERNAL_TOKEN_HEADER
 from shared.keys import REQUEST_ID
 from shared.web import REQUEST_ID_HEADER, json_response
@@ -38,31 +37,21 @@ MAX_ITEMS_BYTES = 4 * 1024 * 1024
 Positions = dict[str, str | None]
 
 
-def _invalid_cursor() -> ValidationError:
-    return ValidationError("cursor", "'cursor' is not a valid cursor.", code="invalid_cursor")
-
-
 def encode_cursor(positions: Positions) -> str:
-    raw = json.dumps(positions, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return cursors.encode_cursor(positions)
 
 
 def decode_cursor(value: str) -> Positions:
     """One entry per service: a position to continue after ("" for the newest record),
     or None when that trail is done."""
-    if len(value) > 2 * MAX_CURSOR_LENGTH + 64:
-        raise _invalid_cursor()
-    try:
-        data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (ValueError, binascii.Error):
-        raise _invalid_cursor() from None
+    data = cursors.decode_cursor(value, max_length=2 * MAX_CURSOR_LENGTH + 64)
     names = {name for name, _ in SOURCES}
-    if not isinstance(data, dict) or set(data) != names:
-        raise _invalid_cursor()
+    if set(data) != names:
+        raise cursors.invalid_cursor()
     for position in data.values():
         if position is not None:
             if not isinstance(position, str):
-                raise _invalid_cursor()
+                raise cursors.invalid_cursor()
             if position:
                 decode_position(position)
     return data

@@ -14,9 +14,6 @@ attack surface and would cost CPU per upload.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import struct
 import unicodedata
@@ -27,6 +24,7 @@ from uuid import UUID
 
 import filetype
 
+from shared import cursors as shared_cursors
 from shared.errors import RangeNotSatisfiableError, UnsupportedMediaTypeError, ValidationError
 from shared.web import page_limit
 
@@ -340,24 +338,14 @@ class Cursor:
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    raw = json.dumps({"c": cursor.created_at.isoformat(), "i": str(cursor.id)},
-                     separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return shared_cursors.encode_cursor({"c": cursor.created_at.isoformat(),
+                                         "i": str(cursor.id)})
 
 
 def decode_cursor(value: str) -> Cursor:
-    try:
-        if len(value) > 200:
-            raise ValueError("too long")
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        data = json.loads(raw)
-        created_at = datetime.fromisoformat(data["c"])
-        if created_at.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return Cursor(created_at, UUID(data["i"]))
-    except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
-        raise ValidationError("cursor", "'cursor' is not a valid cursor.",
-                              code="invalid_cursor") from None
+    data = shared_cursors.decode_cursor(value)
+    return Cursor(shared_cursors.cursor_time(data.get("c")),
+                  shared_cursors.cursor_uuid(data.get("i")))
 
 
 def parse_limit(value: str | None) -> int:

@@ -23,11 +23,10 @@ from shared.errors import (
     PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
-    ValidationError,
 )
 from shared.identity import require_user
 from shared.keys import DB_POOL
-from shared.web import json_response
+from shared.web import json_response, page_limit
 
 log = structlog.get_logger("media.imports.http")
 
@@ -156,13 +155,8 @@ async def get_import(request: web.Request) -> web.Response:
 
 async def list_imports(request: web.Request) -> web.Response:
     owner_id = _owner(request)
-    raw = request.query.get("limit")
-    limit = DEFAULT_LIST_LIMIT
-    if raw is not None:
-        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
-            raise ValidationError("limit", f"'limit' must be a whole number from 1 to "
-                                  f"{MAX_LIST_LIMIT}.", code="invalid_limit")
-        limit = int(raw)
+    limit = page_limit(request.query.get("limit"), default=DEFAULT_LIST_LIMIT,
+                       maximum=MAX_LIST_LIMIT)
     async with request.app[DB_POOL].acquire() as connection:
         records = await db.select_imports(connection, owner_id, limit)
     return json_response({"items": [record.to_json() for record in records]})

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import posixpath
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -48,6 +47,7 @@ from services.media.strava import (
     parse_activities_csv,
     resolve_reference,
 )
+from shared import parsing
 from shared.errors import ServiceError
 
 log = structlog.get_logger("media.imports")
@@ -684,8 +684,8 @@ class ImportJob:
         data = await loop.run_in_executor(None, self.archive.read_bytes, entry,
                                           MAX_MANIFEST_BYTES)
         try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            document = parsing.loads(data)
+        except ValueError:
             return None
         if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
             return None
@@ -795,10 +795,10 @@ def _timestamp(item: dict[str, Any], key: str) -> datetime | None:
     value = _optional(item, key, str)
     if value is None:
         return None
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError(key)
-    return parsed
+    try:
+        return parsing.in_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise ValueError(key) from None
 
 
 def _manifest_activity(index: int, item: Any) -> tuple[StravaActivity, str | None] | None:

@@ -27,6 +27,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 
 from services.media.archive import CHUNK_SIZE, ArchiveError, ArchiveLimits, unsafe_name_reason
+from shared import parsing
 
 ACTIVITIES_CSV = "activities.csv"
 ACTIVITIES_PREFIX = "activities/"
@@ -138,9 +139,9 @@ def parse_date(value: str) -> datetime | None:
             continue
     try:
         parsed = datetime.fromisoformat(text)
+        return parsing.in_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
     except ValueError:
         raise ValueError(value) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _distance_meters(row: list[str], positions: list[int] | None) -> float | None:

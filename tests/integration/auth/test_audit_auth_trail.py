@@ -4,10 +4,14 @@ each leave exactly one record with the actor, and ``GET /auth/audit`` pages them
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
+import pytest
 from auth_helpers import OTHER_GOOD_PASSWORD, AuthApi
 from test_auth_admin_reset import reset
+
+from shared.audit import Position, encode_position
 
 
 async def trail(api: AuthApi, token: str, limit: int = 100) -> list[dict]:
@@ -70,3 +74,12 @@ async def test_the_trail_pages_without_gaps_and_never_shows_another_users_record
         assert await trail(api, token, limit=limit) == everything
     assert {item["actor"] for item in everything} == {api.claims(token).subject}
     assert [item["action"] for item in everything] == ["login"] * 5 + ["register"]
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_audit_cursor_outside_the_utc_calendar_is_400(api: AuthApi, stamp: str) -> None:
+    token = await api.registered_token()
+    cursor = encode_position(Position(datetime.fromisoformat(stamp), 1))
+    response = await api.request("GET", f"/auth/audit?cursor={cursor}", token)
+    assert response.status == 400
+    assert (await response.json())["code"] == "invalid_cursor"

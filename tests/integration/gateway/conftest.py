@@ -1,9 +1,10 @@
-"""Fixtures for the gateway: the real auth app, a test upstream for media, the gateway
-itself, all on loopback, on the session's test database."""
+"""Fixtures for the gateway: the real auth app, a test upstream or the real media app, the
+gateway itself, all on loopback, on the session's test database."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,8 @@ from gateway_helpers import (
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.settings import load_settings as load_auth_settings
+from services.media.app import create_app as create_media_app
+from services.media.settings import load_settings as load_media_settings
 
 
 @pytest.fixture
@@ -79,5 +82,26 @@ def browser(http: aiohttp.ClientSession, gateway: TestServer) -> Browser:
 @pytest.fixture
 async def user(browser: Browser) -> Browser:
     """The browser, signed up and signed in."""
+    await browser.sign_up()
+    return browser
+
+
+@pytest.fixture
+async def real_media(aiohttp_server: Any, base_env: dict[str, str], tmp_path: Path
+                     ) -> TestServer:
+    env = {**base_env, "MediaStorage__RootPath": str(tmp_path / "media-root")}
+    return await aiohttp_server(create_media_app(load_media_settings(env)))
+
+
+@pytest.fixture
+async def real_stack(aiohttp_server: Any, base_env: dict[str, str], auth_server: TestServer,
+                     real_media: TestServer, http: aiohttp.ClientSession) -> Browser:
+    """A browser signed in to a gateway in front of the real auth and media apps."""
+    env = gateway_env(base_env, auth_url=server_url(auth_server),
+                      media_url=server_url(real_media),
+                      RateLimit__GlobalPerMinute="100000", RateLimit__GlobalBurst="10000",
+                      RateLimit__AuthPerMinute="100000", RateLimit__AuthBurst="10000")
+    gateway = await start_gateway(aiohttp_server, env)
+    browser = Browser(http, server_url(gateway))
     await browser.sign_up()
     return browser

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -15,6 +16,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
+from PIL import Image
 from yarl import URL
 
 from services.gateway.app import create_app
@@ -28,6 +30,7 @@ from tests.support import AUTH_COOKIE
 GOOD_PASSWORD = "violet-harbor-tangent-42"
 USERNAME = "Runner"
 BROWSER_UA = "pytest-browser/1.0"
+BOUNDARY = "tempo-test-boundary"
 
 
 async def empty_auth_schema(database_url: str) -> None:
@@ -60,6 +63,18 @@ def gateway_env(base_env: Mapping[str, str], *, auth_url: str, media_url: str,
     }
     env.update(extra)
     return env
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def multipart(filename: str, data: bytes, content_type: str) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n").encode() \
+        + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def server_url(server: TestServer) -> str:

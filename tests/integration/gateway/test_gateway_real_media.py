@@ -4,7 +4,6 @@ by the gateway mid-stream or refused on its declared length, leaves no file and 
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,8 +12,15 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, gateway_env, server_url, start_gateway
-from PIL import Image
+from gateway_helpers import (
+    BOUNDARY,
+    Browser,
+    gateway_env,
+    multipart,
+    png_bytes,
+    server_url,
+    start_gateway,
+)
 
 from services.media.app import create_app as create_media_app
 from services.media.settings import load_settings as load_media_settings
@@ -22,19 +28,6 @@ from tests.support import AUTH_COOKIE
 
 FILE_LIMIT = 100_000
 OVERHEAD = 8_192
-BOUNDARY = "tempo-test-boundary"
-
-
-def png_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def multipart(filename: str, data: bytes, content_type: str) -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n").encode() \
-        + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
 def stored_files(root: Path) -> list[Path]:

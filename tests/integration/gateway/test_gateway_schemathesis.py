@@ -1,6 +1,6 @@
 """schemathesis against /openapi.json on the live stack: auth, media and the gateway as
-separate processes, as ``python -m`` runs them. A bounded number of cases: no 5xx, and
-every response matches the document."""
+separate processes, as ``python -m`` runs them. A bounded number of cases: no 5xx, every
+response matches the document, and data off the document (negative mode) is a 4xx."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tests.support import ROOT, run
 MAX_EXAMPLES = int(os.environ.get("GATEWAY_SCHEMATHESIS_EXAMPLES", "15"))
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
           "response_headers_conformance,response_schema_conformance")
+NEGATIVE_CHECKS = "not_a_server_error,negative_data_rejection"
 
 
 def free_port() -> int:
@@ -97,29 +98,63 @@ def live_stack(base_env: dict[str, str], database_url: str, tmp_path: Path
                 process.kill()
 
 
-def test_schemathesis_finds_no_5xx_and_no_response_off_the_document(
-        live_stack: tuple[str, str], tmp_path: Path) -> None:
-    base, cookie = live_stack
+def run_schemathesis(base: str, cookie: str, cwd: Path, *, mode: str, checks: str,
+                     excluded: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("st", path=str(Path(sys.executable).parent))
     assert binary is not None
-    result = subprocess.run([
+    exclusions = [argument for operation in excluded
+                  for argument in ("--exclude-operation-id", operation)]
+    return subprocess.run([
         binary, "run", f"{base}/openapi.json",
-        "--checks", CHECKS,
+        "--mode", mode,
+        "--checks", checks,
         "--max-examples", str(MAX_EXAMPLES),
         "--workers", "1",
         "--seed", "20261128",
         "--phases", "examples,coverage,fuzzing",
         "--header", f"Cookie: {cookie}",
         "--header", f"Origin: {base}",
-        # Logging out or changing the password would end the run's own session.
-        "--exclude-operation-id", "logout",
-        "--exclude-operation-id", "changePassword",
+        *exclusions,
         "--request-timeout", "30",
         "--no-color",
         "--generation-database", "none",
-    ], cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+        # The session cookie is the run's own header: leaving it out is no negative case.
+        "--generation-with-security-parameters", "false",
+    ], cwd=cwd, capture_output=True, text=True, timeout=900, check=False)
+
+
+def assert_every_case_passed(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
     generated = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
     assert generated is not None, result.stdout[-3000:]
     assert int(generated.group(1)) > 0
     assert generated.group(1) == generated.group(2)
+
+
+def assert_session_still_open(base: str, cookie: str) -> None:
+    """The run's cases were answered as the signed-in user, not as a stranger, to the end."""
+    me = urllib.request.Request(f"{base}/api/auth/me", headers={"Cookie": cookie})
+    with urllib.request.urlopen(me, timeout=30) as response:
+        assert response.status == 200
+
+
+def test_schemathesis_finds_no_5xx_and_no_response_off_the_document(
+        live_stack: tuple[str, str], tmp_path: Path) -> None:
+    base, cookie = live_stack
+    # Logging out, changing the password or revoking a session (schemathesis reuses the
+    # ids that GET /api/auth/sessions lists) would end the run's own session.
+    result = run_schemathesis(base, cookie, tmp_path, mode="all", checks=CHECKS,
+                              excluded=("logout", "changePassword", "deleteSession"))
+    assert_every_case_passed(result)
+    assert_session_still_open(base, cookie)
+
+
+def test_schemathesis_negative_data_is_refused_with_4xx_never_5xx(
+        live_stack: tuple[str, str], tmp_path: Path) -> None:
+    base, cookie = live_stack
+    # Data off the document never holds a valid body or session id, so the password change
+    # and the session revocation are in; logging out needs no data and would end the run.
+    result = run_schemathesis(base, cookie, tmp_path, mode="negative",
+                              checks=NEGATIVE_CHECKS, excluded=("logout",))
+    assert_every_case_passed(result)
+    assert_session_still_open(base, cookie)

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import uuid
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -15,6 +16,7 @@ from media_samples import jpeg
 
 from services.media.fsck import run_fsck
 from services.media.settings import load_settings
+from shared.audit import Position, encode_position
 from tests.support import internal_headers
 
 pytestmark = pytest.mark.usefixtures("clean_import_tables")
@@ -180,3 +182,11 @@ async def test_audit_api_pages_the_callers_records_newest_first_and_no_one_elses
 async def test_audit_api_refuses_bad_paging_with_400(api, query):
     response = await api.client.get(f"/audit?{query}", headers=api.headers())
     assert response.status == 400
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_audit_cursor_outside_the_utc_calendar_is_400(api, stamp):
+    cursor = encode_position(Position(datetime.fromisoformat(stamp), 1))
+    response = await api.client.get(f"/audit?cursor={cursor}", headers=api.headers())
+    assert response.status == 400
+    assert (await response.json())["code"] == "invalid_cursor"

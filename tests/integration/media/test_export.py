@@ -18,7 +18,9 @@ from import_support import (
     import_done,
     realistic_export,
     rows,
+    start_import,
     summary_counts,
+    wait_for,
 )
 from media_samples import file_part, form, part
 
@@ -181,4 +183,28 @@ async def test_a_forged_manifest_cannot_reach_outside_the_archive(api) -> None:
                             "checksum_mismatch", "invalid_manifest_item",
                             "invalid_manifest_item", "invalid_path"])
     assert await rows(api, "media") == []
+    assert await rows(api, "activities") == []
+
+
+async def test_a_manifest_nested_too_deep_fails_as_no_export_not_as_an_internal_error(api):
+    from tests.media_archives import zip_bytes
+
+    deep = b'{"format": "tempo-export", "version": 1, "media": ' + b"[" * 30_000 \
+        + b"]" * 30_000 + b"}"
+    state = await wait_for(api, await start_import(api, zip_bytes([("manifest.json", deep)])))
+    assert state["status"] == "failed"
+    assert [e["code"] for e in state["summary"]["errors"]] == ["not_an_export"]
+
+
+async def test_manifest_times_outside_the_utc_calendar_are_malformed_items(api):
+    from tests.media_archives import jpeg, zip_bytes
+
+    manifest = {"format": "tempo-export", "version": 1, "media": [
+        {"path": "media/x.jpg", "filename": "x.jpg", "createdAt": "0001-01-01T00:00:00+14:00"},
+    ], "activities": [{"stravaId": "7", "type": "Run",
+                       "startedAt": "9999-12-31T23:59:59-14:00"}]}
+    data = zip_bytes([("manifest.json", json.dumps(manifest).encode()),
+                      ("media/x.jpg", jpeg())])
+    state = await import_done(api, data)
+    assert [e["code"] for e in state["summary"]["errors"]] == ["invalid_manifest_item"] * 2
     assert await rows(api, "activities") == []

@@ -247,7 +247,8 @@ async def test_patch_changes_caption_and_workout(api):
     ({"mimeType": "text/html"}, "unknown_field"),
     ({"caption": 5}, "invalid_field"),
     ({"caption": "x" * 2001}, "caption_too_long"),
-    ({"caption": "a\x00b"}, "invalid_caption"),
+    ({"caption": "a\x07b"}, "invalid_caption"),
+    ({"caption": "a\x00b"}, "invalid_text"),
     ({"workoutId": "../x"}, "invalid_workout_id"),
     ({"workoutId": ["a"]}, "invalid_field"),
 ])

@@ -77,6 +77,12 @@ def test_strava_date_forms_parse_to_utc(text: str) -> None:
     assert parse_date(text) == datetime(2024, 1, 5, 7, 3, 12, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_strava_dates_outside_the_utc_calendar_are_not_dates(text: str) -> None:
+    with pytest.raises(ValueError, match=r"^(0001|9999)-"):
+        parse_date(text)
+
+
 def test_bad_rows_are_reported_and_the_rest_kept() -> None:
     rows = [Row("abc"), Row("2", date="yesterday"), Row("3", distance_m="far", distance_km=""),
             Row("4", activity_type=""), Row("5")]

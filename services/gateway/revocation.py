@@ -221,8 +221,11 @@ class RevocationListener:
                     await self._drop()
                     await asyncio.sleep(self._reconnect_delay)
                     continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that lands just as the event is set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self._check_interval)
+                async with asyncio.timeout(self._check_interval):
+                    await self._lost.wait()
             try:
                 await self._check()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,

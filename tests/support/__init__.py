@@ -1,134 +1,46 @@
-"""Helpers the tests share: secrets, service environments, database admin."""
+"""Helpers the tests share: secrets, service environments, database admin, raw HTTP and
+slow clients (the last two in their own modules, imported by name)."""
 
-from __future__ import annotations
+from tests.support.database import (
+    copy_database,
+    create_template,
+    drop_database,
+    drop_restore_roles,
+    make_restore_target,
+    restore_roles,
+    run,
+    server_answers,
+)
+from tests.support.env import (
+    AUTH_COOKIE,
+    CI,
+    DEV_AUTH_COOKIE,
+    ROOT,
+    internal_headers,
+    service_env,
+    strong_secret,
+    with_database,
+    with_password,
+    with_user,
+)
 
-import asyncio
-import os
-import secrets
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import asyncpg
-
-CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-ROOT = Path(__file__).resolve().parent.parent
-# The sign-in cookie's name where it is Secure (production, the tests' default) and in
-# plain-HTTP development, by the rule the services use.
-AUTH_COOKIE = "__Host-authToken"
-DEV_AUTH_COOKIE = "authToken"
-
-
-def strong_secret() -> str:
-    return secrets.token_urlsafe(48)
-
-
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
-
-
-def with_password(url: str, password: str) -> str:
-    """The URL with a password: PostgreSQL here trusts loopback, so it is only checked by
-    the services' own settings validation, which demands a strong one in production."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{parts.username or 'postgres'}:{password}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def service_env(database_url: str, *, jwt_key: str, internal_key: str,
-                **extra: str) -> dict[str, str]:
-    """A complete production environment for any service, pointed at the test database."""
-    env = {
-        "App__Environment": "production",
-        "JWT__SecretKey": jwt_key,
-        "Internal__SecretKey": internal_key,
-        "Database__Url": with_password(database_url, strong_secret()),
-        "Log__Level": "warning",
-    }
-    env.update(extra)
-    return env
-
-
-async def server_answers(url: str) -> bool:
-    try:
-        connection = await asyncpg.connect(url, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await connection.close()
-    return True
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
-def internal_headers(internal_key: str, audience: str, *, user_id: str | None = None,
-                     session_id: str | None = None, client_ip: str | None = "127.0.0.1",
-                     user_agent: str | None = "pytest") -> dict[str, str]:
-    """Headers the gateway would send: a fresh internal identity token for ``audience``."""
-    from shared.config import KeySet, Secret
-    from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec, mint_internal_token
-
-    codec = internal_codec(KeySet(Secret(internal_key)), audience)
-    token = mint_internal_token(codec, audience=audience, user_id=user_id,
-                                session_id=session_id, client_ip=client_ip,
-                                user_agent=user_agent)
-    return {INTERNAL_TOKEN_HEADER: token}
-
-
-def with_user(url: str, user: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def restore_roles(prefix: str) -> dict[str, str]:
-    from deploy import roles
-
-    return {name: roles.role_name(prefix, name) for name in ("auth", "media", "restore")}
-
-
-async def make_restore_target(admin_url: str, database: str, prefix: str) -> str:
-    """An empty database as ``deploy/postgres/10-roles.sh`` leaves one (schemas owned by the
-    service roles, and the restore role); returns its URL as the restore role."""
-    from deploy import roles
-
-    names = restore_roles(prefix)
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await roles.ensure_database(admin, database)
-    finally:
-        await admin.close()
-    url = with_database(admin_url, database)
-    admin = await asyncpg.connect(url)
-    try:
-        await roles.ensure_roles(admin, database, [
-            roles.Role(service, names[service], strong_secret()) for service in ("auth", "media")])
-        await roles.ensure_restore_role(admin, database, names["restore"], strong_secret(),
-                                        [names["auth"], names["media"]])
-    finally:
-        await admin.close()
-    return with_user(url, names["restore"])
-
-
-async def drop_restore_roles(admin_url: str, prefix: str) -> None:
-    from deploy import roles
-
-    admin = await asyncpg.connect(admin_url)
-    try:
-        names = restore_roles(prefix)
-        await roles.drop_roles(admin, [names["restore"], names["auth"], names["media"]])
-    finally:
-        await admin.close()
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+__all__ = [
+    "AUTH_COOKIE",
+    "CI",
+    "DEV_AUTH_COOKIE",
+    "ROOT",
+    "copy_database",
+    "create_template",
+    "drop_database",
+    "drop_restore_roles",
+    "internal_headers",
+    "make_restore_target",
+    "restore_roles",
+    "run",
+    "server_answers",
+    "service_env",
+    "strong_secret",
+    "with_database",
+    "with_password",
+    "with_user",
+]

@@ -55,6 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from services.auth.store import insert_event
 from shared.config import (
     DATABASE_PASSWORD,
     INTERNAL_KEY,
@@ -212,12 +213,6 @@ class Deployment(Protocol):
     async def record(self, outcome: str, detail: dict[str, Any]) -> None: ...
 
 
-AUDIT_INSERT = (
-    "INSERT INTO auth.auth_events (event, outcome, actor, user_agent, detail)"
-    " VALUES ($1, $2, 'admin', 'deploy.rotate', $3::jsonb)"
-)
-
-
 async def alter_role_password(admin: asyncpg.Connection, role: str, password: str) -> None:
     # Quoted by the server (format %I/%L); nothing is spliced into SQL text here.
     statement = await admin.fetchval("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text,"
@@ -252,7 +247,9 @@ class DatabaseDeployment:
     async def record(self, outcome: str, detail: dict[str, Any]) -> None:
         admin = await asyncpg.connect(self._admin_url)
         try:
-            await admin.execute(AUDIT_INSERT, AUDIT_ACTION, outcome, json.dumps(detail))
+            await insert_event(admin, event=AUDIT_ACTION, outcome=outcome, user_id=None,
+                               username=None, ip=None, user_agent="deploy.rotate",
+                               request_id=None, detail=detail, actor="admin")
         finally:
             await admin.close()
 

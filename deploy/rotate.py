@@ -38,288 +38,46 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import secrets
-import shlex
-
-# docker compose is run with an argument list, never through a shell.
-import subprocess  # nosec B404
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import asyncpg
 
-from shared.config import (
-    DATABASE_PASSWORD,
-    INTERNAL_KEY,
-    INTERNAL_PREVIOUS_KEYS,
-    JWT_KEY,
-    JWT_PREVIOUS_KEYS,
-    SERVICE_SECRETS,
-    SETUP_CODE,
+from deploy.rotation_deployments import (
+    ComposeDeployment,
+    DatabaseDeployment,
+    Deployment,
+    stack_deployment,
+)
+from deploy.rotation_files import (
+    AUDIT_ACTION,
+    DROP_MARGIN_SECONDS,
+    INTERNAL_TOKEN_SECONDS,
+    KEYS,
+    SERVICES,
+    RotationError,
+    ensure_previous_key_files,
+    load_state,
+    new_key,
+    new_password,
+    password_file,
+    read_list,
+    read_secret,
+    replace_secret,
+    save_state,
+    secret_files,
 )
 
-SERVICES = ("auth", "media", "gateway")
-_WORD = re.compile(r"[A-Za-z0-9_]+")
-STATE_FILE = "rotation_state.json"
-AUDIT_ACTION = "secrets_rotate"
-INTERNAL_TOKEN_SECONDS = 60
-# Clock skew between hosts, on top of the longest token lifetime.
-DROP_MARGIN_SECONDS = 300
-KEY_BYTES = 48
-PASSWORD_BYTES = 32
-
-
-class RotationError(Exception):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class KeySpec:
-    name: str
-    current_file: str
-    previous_file: str
-    # Verifiers first, the signer last, so that nothing ever meets a key it cannot check.
-    restart_order: tuple[str, ...]
-
-
-def _holders(setting: str) -> list[str]:
-    return [service for service in SERVICES if setting in SERVICE_SECRETS[service]]
-
-
-def _restart_order(current: str, previous: str) -> tuple[str, ...]:
-    """Who holds the key: the verifiers (they hold the previous keys) before the signer.
-    A service that holds neither is never restarted for it."""
-    verifiers = _holders(previous)
-    return (*verifiers, *(s for s in _holders(current) if s not in verifiers))
-
-
-KEYS = {
-    "jwt": KeySpec("jwt", "jwt_key", "jwt_previous_keys",
-                   _restart_order(JWT_KEY, JWT_PREVIOUS_KEYS)),
-    "internal": KeySpec("internal", "internal_key", "internal_previous_keys",
-                        _restart_order(INTERNAL_KEY, INTERNAL_PREVIOUS_KEYS)),
-}
-PREVIOUS_KEY_SETTINGS = {
-    JWT_PREVIOUS_KEYS: "jwt_previous_keys",
-    INTERNAL_PREVIOUS_KEYS: "internal_previous_keys",
-}
-
-
-def password_file(service: str) -> str:
-    return f"db_{service}_password"
-
-
-def secret_files(service: str) -> dict[str, str]:
-    """The secret files a service is given, by the setting whose ``_FILE`` names each:
-    exactly the secrets it reads (``shared.config.SERVICE_SECRETS``)."""
-    files = {JWT_KEY: "jwt_key", INTERNAL_KEY: "internal_key",
-             DATABASE_PASSWORD: password_file(service), SETUP_CODE: "setup_code",
-             **PREVIOUS_KEY_SETTINGS}
-    return {setting: files[setting] for setting in SERVICE_SECRETS[service]}
-
-
-# ------------------------------------------------------------------ secret files
-
-def ensure_previous_key_files(folder: Path) -> dict[str, Path]:
-    """The (possibly empty) previous-key files, created if missing; setting -> path."""
-    paths = {}
-    for setting, name in PREVIOUS_KEY_SETTINGS.items():
-        path = folder / name
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-        paths[setting] = path
-    return paths
-
-
-def read_secret(path: Path) -> str:
-    return path.read_text(encoding="utf-8").strip()
-
-
-def read_list(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8").replace(",", "\n")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def replace_secret(path: Path, value: str) -> None:
-    """Write ``value`` to ``path`` atomically, keeping the old file's owner and mode.
-
-    A reader sees the old content or the new, never half of one; the temporary file is
-    private from its first byte.
-    """
-    mode, uid, gid = 0o600, None, None
-    with contextlib.suppress(FileNotFoundError):
-        info = path.stat()
-        mode, uid, gid = info.st_mode & 0o777, info.st_uid, info.st_gid
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(value)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if uid is not None and (uid, gid) != (os.geteuid(), os.getegid()):
-            # Only root may give a file away; the compose secrets belong to root:10001.
-            with contextlib.suppress(PermissionError):
-                os.chown(temporary, uid, gid)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def new_key() -> str:
-    return secrets.token_urlsafe(KEY_BYTES)
-
-
-def new_password() -> str:
-    return secrets.token_urlsafe(PASSWORD_BYTES)
-
-
-def _load_state(folder: Path) -> dict[str, Any]:
-    try:
-        state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-def _save_state(folder: Path, state: dict[str, Any]) -> None:
-    replace_secret(folder / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
-# ------------------------------------------------------------------ deployments
-
-class Deployment(Protocol):
-    """What a rotation needs from where the services run."""
-
-    def role_name(self, service: str) -> str: ...
-
-    async def restart(self, service: str) -> None: ...
-
-    async def set_role_password(self, role: str, password: str) -> None: ...
-
-    async def record(self, outcome: str, detail: dict[str, Any]) -> None: ...
-
-
-AUDIT_INSERT = (
-    "INSERT INTO auth.auth_events (event, outcome, actor, user_agent, detail)"
-    " VALUES ($1, $2, 'admin', 'deploy.rotate', $3::jsonb)"
-)
-
-
-async def alter_role_password(admin: asyncpg.Connection, role: str, password: str) -> None:
-    # Quoted by the server (format %I/%L); nothing is spliced into SQL text here.
-    statement = await admin.fetchval("SELECT format('ALTER ROLE %I PASSWORD %L', $1::text,"
-                                     " $2::text)", role, password)
-    await admin.execute(statement)
-
-
-class DatabaseDeployment:
-    """Roles and the audit trail through a superuser URL; restarts through a callback."""
-
-    def __init__(self, admin_url: str, role_names: dict[str, str],
-                 restart: Callable[[str], Any]) -> None:
-        self._admin_url = admin_url
-        self._roles = role_names
-        self._restart = restart
-
-    def role_name(self, service: str) -> str:
-        return self._roles[service]
-
-    async def restart(self, service: str) -> None:
-        result = self._restart(service)
-        if asyncio.iscoroutine(result):
-            await result
-
-    async def set_role_password(self, role: str, password: str) -> None:
-        admin = await asyncpg.connect(self._admin_url)
-        try:
-            await alter_role_password(admin, role, password)
-        finally:
-            await admin.close()
-
-    async def record(self, outcome: str, detail: dict[str, Any]) -> None:
-        admin = await asyncpg.connect(self._admin_url)
-        try:
-            await admin.execute(AUDIT_INSERT, AUDIT_ACTION, outcome, json.dumps(detail))
-        finally:
-            await admin.close()
-
-
-def stack_deployment(stack: Any) -> DatabaseDeployment:
-    """A running ``deploy.stack.Stack``: its roles, its admin URL, its restart."""
-    parts = urlsplit(stack.admin_url)
-    admin_url = urlunsplit((parts.scheme, parts.netloc, f"/{stack.database}", parts.query, ""))
-    return DatabaseDeployment(admin_url, dict(stack.role_names), stack.restart)
-
-
-class ComposeDeployment:
-    """``docker compose`` in ``project``; with ``dry_run`` the commands are only printed."""
-
-    def __init__(self, project: Path, *, dry_run: bool = False, database: str = "tempo",
-                 role_prefix: str = "tempo",
-                 echo: Callable[[str], None] = print) -> None:
-        self.project = project
-        self.dry_run = dry_run
-        self.database = database
-        self.role_prefix = role_prefix
-        self.echo = echo
-
-    def role_name(self, service: str) -> str:
-        return f"{self.role_prefix}_{service}"
-
-    def _run(self, arguments: Sequence[str], stdin: str | None = None,
-             shown_stdin: str | None = None) -> None:
-        command = ["docker", "compose", *arguments]
-        self.echo("$ " + shlex.join(command) + (f"  <<< {shown_stdin}" if shown_stdin else ""))
-        if self.dry_run:
-            return
-        # An argument list of fixed words and role names, no shell.
-        completed = subprocess.run(command, cwd=self.project, input=stdin,  # noqa: S603  # nosec B603
-                                   text=True, check=False)
-        if completed.returncode != 0:
-            raise RotationError(f"{shlex.join(command)} exited {completed.returncode}")
-
-    def _psql(self, sql: str, shown: str) -> None:
-        self._run(["exec", "-T", "postgres", "psql", "--username", "postgres", "--dbname",
-                   self.database, "--set", "ON_ERROR_STOP=1", "--quiet"], stdin=sql,
-                  shown_stdin=shown)
-
-    async def restart(self, service: str) -> None:
-        self._run(["up", "--detach", "--no-deps", "--force-recreate", "--wait", service])
-
-    async def set_role_password(self, role: str, password: str) -> None:
-        # Generated passwords are URL-safe base64, so quoting them is plain; psql reads them
-        # from standard input, never from a command line other users could list.
-        if not password.replace("-", "").replace("_", "").isalnum():
-            raise RotationError("refusing a password that is not URL-safe base64")
-        self._psql(f"\\set pw '{password}'\nALTER ROLE \"{role}\" PASSWORD :'pw';\n",
-                   f"ALTER ROLE \"{role}\" PASSWORD '********'")
-
-    async def record(self, outcome: str, detail: dict[str, Any]) -> None:
-        # psql quotes each value itself (:'name'); the values are checked words anyway.
-        words = {"action": AUDIT_ACTION, "outcome": outcome,
-                 **{f"d_{key}": str(value).lower() for key, value in detail.items()}}
-        if not all(_WORD.fullmatch(f"{key}{value}") for key, value in words.items()):
-            raise RotationError("audit detail must be plain words")
-        settings = "".join(f"\\set {key} '{value}'\n" for key, value in words.items())
-        pairs = ", ".join(f"'{key}', :'d_{key}'" for key in detail)
-        # Every value reaches SQL as a psql variable; only checked key names are spliced.
-        sql = (settings + "INSERT INTO auth.auth_events (event, outcome, actor, user_agent,"  # noqa: S608  # nosec B608
-               f" detail) VALUES (:'action', :'outcome', 'admin', 'deploy.rotate',"
-               f" jsonb_build_object({pairs}));\n")
-        self._psql(sql, sql.strip().replace("\n", "; "))
+# The names callers and tests use, wherever they now live.
+__all__ = [
+    "DROP_MARGIN_SECONDS", "SERVICES", "ComposeDeployment", "DatabaseDeployment",
+    "Deployment", "RotationError", "drop_allowed_at", "drop_previous",
+    "ensure_previous_key_files", "main", "read_list", "replace_secret",
+    "rotate_database_passwords", "rotate_key", "secret_files", "stack_deployment",
+]
 
 
 # ------------------------------------------------------------------ the steps
@@ -348,9 +106,9 @@ async def rotate_key(folder: Path, which: str, deployment: Deployment, *,
         # that has lost the key tokens are being signed with.
         replace_secret(previous_path, "\n".join([old, *previous]) + "\n")
         replace_secret(current_path, new_key())
-        state = _load_state(folder)
+        state = load_state(folder)
         state[which] = {"rotatedAt": int(time.time() if now is None else now)}
-        _save_state(folder, state)
+        save_state(folder, state)
         for service in spec.restart_order:
             await deployment.restart(service)
 
@@ -358,7 +116,7 @@ async def rotate_key(folder: Path, which: str, deployment: Deployment, *,
 
 
 def drop_allowed_at(folder: Path, which: str, max_token_seconds: int) -> float | None:
-    rotated = _load_state(folder).get(which, {}).get("rotatedAt")
+    rotated = load_state(folder).get(which, {}).get("rotatedAt")
     if not isinstance(rotated, int | float):
         return None
     return rotated + max_token_seconds + DROP_MARGIN_SECONDS

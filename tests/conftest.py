@@ -1,4 +1,5 @@
-"""Session-wide fixtures: a fresh PostgreSQL database per test run, dropped at the end."""
+"""Fixtures every test may use: the PostgreSQL server, a clean database per test (copied
+from one migrated per run), the service keys and a production environment."""
 
 from __future__ import annotations
 
@@ -7,11 +8,20 @@ import os
 import secrets
 from collections.abc import Iterator
 
-import asyncpg
 import pytest
 import structlog
 
-from tests.support import CI, run, server_answers, service_env, strong_secret, with_database
+from tests.support import (
+    CI,
+    copy_database,
+    create_template,
+    drop_database,
+    run,
+    server_answers,
+    service_env,
+    strong_secret,
+    with_database,
+)
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -54,29 +64,40 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
 
 
 @pytest.fixture(scope="session")
-def database_url(postgres_admin_url: str) -> Iterator[str]:
-    """A randomly named database for this test run, created empty and dropped at the end."""
-    name = f"tempo_test_{secrets.token_hex(6)}"
-
-    async def create() -> None:
-        connection = await asyncpg.connect(postgres_admin_url)
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await connection.close()
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(postgres_admin_url)
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-    run(create())
+def database_template(postgres_admin_url: str) -> Iterator[str]:
+    """The name of a database migrated once for this run, dropped at the end."""
+    name = f"tempo_test_{secrets.token_hex(6)}_template"
+    run(create_template(postgres_admin_url, name))
     try:
-        yield with_database(postgres_admin_url, name)
+        yield name
     finally:
-        run(drop())
+        run(drop_database(postgres_admin_url, name))
+
+
+# Databases made for the test, dropped once all its fixtures are gone: fixtures that start
+# a service may be set up before ``database_url`` and so torn down after it, and a database
+# dropped under a running service would fail that service's shutdown.
+_TEST_DATABASES = pytest.StashKey[list[tuple[str, str]]]()
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, postgres_admin_url: str,
+                 database_template: str) -> str:
+    """A database of the test's own, copied from the migrated template: no test sees
+    another's rows, and what a service sweeps at start is its own test's."""
+    name = f"tempo_test_{secrets.token_hex(6)}"
+    run(copy_database(postgres_admin_url, database_template, name))
+    request.node.stash.setdefault(_TEST_DATABASES, []).append((postgres_admin_url, name))
+    return with_database(postgres_admin_url, name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        for admin_url, name in item.stash.get(_TEST_DATABASES, []):
+            run(drop_database(admin_url, name))
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from deploy.backup.restoring import restore
 from deploy.backup.signing import load_signing_key, load_verify_key
 from deploy.backup.streams import Keys, identities_from, recipients_from
 from deploy.backup.tools import Database, database_from
+from services.auth.store import insert_event
 
 EXIT_FAILED = 1
 MEDIA_ROOT = "MediaStorage__RootPath"
@@ -100,16 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-AUDIT_INSERT = (
-    "INSERT INTO auth.auth_events (event, outcome, actor, user_agent, detail)"
-    " VALUES ($1, $2, 'admin', 'deploy.backup', $3::jsonb)"
-)
-
-
 async def _insert_audit(database: Database, action: str, outcome: str, detail: dict) -> None:
     connection = await asyncpg.connect(database.url, password=database.password, timeout=10)
     try:
-        await connection.execute(AUDIT_INSERT, action, outcome, json.dumps(detail))
+        await insert_event(connection, event=action, outcome=outcome, user_id=None,
+                           username=None, ip=None, user_agent="deploy.backup",
+                           request_id=None, detail=detail, actor="admin")
     finally:
         await connection.close()
 

@@ -16,7 +16,7 @@ import pytest
 from deploy.nginx_local import LocalNginx, NginxProcess
 from deploy.stack import free_port
 from tests.e2e.support_edge import SECURITY_HEADERS, client_context
-from tests.raw_http import (
+from tests.support.raw_http import (
     BAD_HEADER_LINES,
     BANNERS,
     SECRET_COOKIE,

@@ -14,7 +14,7 @@ from deploy.nginx_local import LocalNginx, NginxProcess, find_nginx
 from deploy.stack import BackgroundStack, free_port
 from tests.e2e.conftest import TlsFiles, require_tool
 from tests.e2e.support_edge import PASSWORD, client_context, session, sign_in
-from tests.slow_clients import Trickle, probe_during, slow_login_head
+from tests.support.slow_clients import Trickle, probe_during, slow_login_head
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,36 +6,17 @@ from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Any
 
-import asyncpg
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from services.auth.app import MIGRATIONS
 from services.auth.settings import AuthSettings
-from shared.db import migrate
 from shared.tokens import Claims, TokenCodec
 from tests.support import AUTH_COOKIE, internal_headers
 
-AUTH_TABLES = ("auth.auth_events", "auth.auth_event_repeats", "auth.login_failures",
-               "auth.sessions", "auth.registration_lock", "auth.users")
 # zxcvbn scores these 4; the tests share them so each one reads as intent, not noise.
 GOOD_PASSWORD = "violet-harbor-tangent-42"
 OTHER_GOOD_PASSWORD = "copper-meadow-quantum-77"
 USERNAME = "Runner"
-
-
-async def empty_auth_schema(database_url: str) -> None:
-    """Migrate, then empty every auth table (the append-only ones included)."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        await migrate(connection, "auth", MIGRATIONS)
-        async with connection.transaction():
-            # The append-only guards are triggers; replica mode is how an operator with
-            # superuser rights bypasses them, which is what a test reset is.
-            await connection.execute("SET LOCAL session_replication_role = replica")
-            await connection.execute(f"TRUNCATE {', '.join(AUTH_TABLES)} RESTART IDENTITY")
-    finally:
-        await connection.close()
 
 
 def cookie_of(response: ClientResponse, name: str = AUTH_COOKIE) -> Any:

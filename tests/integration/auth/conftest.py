@@ -1,4 +1,4 @@
-"""Fixtures for the auth service: the real app on the test database, emptied per test."""
+"""Fixtures for the auth service: the real app on the test's own database."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from auth_helpers import AuthApi, empty_auth_schema, user_codec
 
 from services.auth.app import create_app
 from services.auth.settings import AuthSettings, load_settings
+from tests.integration.auth.auth_helpers import AuthApi, user_codec
 
 
 @pytest.fixture
@@ -24,8 +24,7 @@ def auth_settings(auth_env: dict[str, str]) -> AuthSettings:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection for looking behind the API, on an emptied auth schema."""
-    await empty_auth_schema(database_url)
+    """A connection for looking behind the API, on the test's own database."""
     connection = await asyncpg.connect(database_url)
     try:
         yield connection

@@ -8,10 +8,10 @@ from datetime import datetime
 
 import asyncpg
 import pytest
-from auth_helpers import OTHER_GOOD_PASSWORD, AuthApi
-from test_auth_admin_reset import reset
 
 from shared.audit import Position, encode_position
+from tests.integration.auth.auth_helpers import OTHER_GOOD_PASSWORD, AuthApi
+from tests.integration.auth.test_auth_admin_reset import reset
 
 
 async def trail(api: AuthApi, token: str, limit: int = 100) -> list[dict]:

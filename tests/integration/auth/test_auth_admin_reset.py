@@ -9,8 +9,8 @@ import os
 import sys
 
 import asyncpg
-from auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, AuthApi
 
+from tests.integration.auth.auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, AuthApi
 from tests.support import ROOT
 
 

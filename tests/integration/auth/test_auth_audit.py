@@ -8,7 +8,13 @@ import json
 import asyncpg
 import pytest
 import structlog
-from auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, AuthApi, cookie_of
+
+from tests.integration.auth.auth_helpers import (
+    GOOD_PASSWORD,
+    OTHER_GOOD_PASSWORD,
+    AuthApi,
+    cookie_of,
+)
 
 WRONG = "definitely-not-it-99"
 

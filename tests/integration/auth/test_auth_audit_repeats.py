@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from auth_helpers import AuthApi, user_codec
 
 from services.auth.app import create_app
 from services.auth.maintenance import purge
 from services.auth.settings import load_settings
 from shared.keys import DB_POOL
+from tests.integration.auth.auth_helpers import AuthApi, user_codec
 
 WRONG = "definitely-not-it-99"
 

@@ -4,10 +4,16 @@ Domain and Max-Age = token lifetime; ``authToken`` without Secure in plain-HTTP 
 from __future__ import annotations
 
 import asyncpg
-from auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, AuthApi, cookie_of, user_codec
 
 from services.auth.app import create_app
 from services.auth.settings import load_settings
+from tests.integration.auth.auth_helpers import (
+    GOOD_PASSWORD,
+    OTHER_GOOD_PASSWORD,
+    AuthApi,
+    cookie_of,
+    user_codec,
+)
 from tests.support import AUTH_COOKIE, DEV_AUTH_COOKIE
 
 SEVEN_DAYS = 7 * 24 * 3600

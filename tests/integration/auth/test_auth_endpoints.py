@@ -6,7 +6,14 @@ import uuid
 
 import asyncpg
 import pytest
-from auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, USERNAME, AuthApi, cookie_of
+
+from tests.integration.auth.auth_helpers import (
+    GOOD_PASSWORD,
+    OTHER_GOOD_PASSWORD,
+    USERNAME,
+    AuthApi,
+    cookie_of,
+)
 
 
 async def test_registration_available_until_the_first_user_registers(api: AuthApi) -> None:

@@ -7,11 +7,11 @@ import asyncio
 import asyncpg
 import bcrypt
 import pytest
-from auth_helpers import GOOD_PASSWORD, AuthApi, user_codec
 
 from services.auth.app import create_app
 from services.auth.keys import HASHER
 from services.auth.settings import load_settings
+from tests.integration.auth.auth_helpers import GOOD_PASSWORD, AuthApi, user_codec
 
 
 async def make_api(aiohttp_client, base_env: dict[str, str], internal_key: str,

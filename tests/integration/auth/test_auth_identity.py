@@ -8,10 +8,10 @@ import time
 import asyncpg
 import jwt
 import pytest
-from auth_helpers import AuthApi
 
 from shared.config import KeySet, Secret
 from shared.identity import INTERNAL_TOKEN_HEADER, internal_codec, mint_internal_token
+from tests.integration.auth.auth_helpers import AuthApi
 from tests.support import strong_secret
 
 PROTECTED = [

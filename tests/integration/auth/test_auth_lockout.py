@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from auth_helpers import GOOD_PASSWORD, AuthApi, user_codec
 from prometheus_client import REGISTRY
 
 from services.auth.app import create_app
 from services.auth.settings import AuthSettings, load_settings
+from tests.integration.auth.auth_helpers import GOOD_PASSWORD, AuthApi, user_codec
 from tests.support import AUTH_COOKIE
 
 WRONG = "definitely-not-it-99"

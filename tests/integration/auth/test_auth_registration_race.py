@@ -6,7 +6,8 @@ import asyncio
 
 import asyncpg
 import pytest
-from auth_helpers import GOOD_PASSWORD, AuthApi
+
+from tests.integration.auth.auth_helpers import GOOD_PASSWORD, AuthApi
 
 
 async def test_hundred_concurrent_registrations_create_exactly_one_user(

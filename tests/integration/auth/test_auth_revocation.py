@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, AuthApi
 
 from services.auth.maintenance import purge
+from tests.integration.auth.auth_helpers import GOOD_PASSWORD, OTHER_GOOD_PASSWORD, AuthApi
 
 CHANNEL = "tempo_revocations"
 
@@ -144,10 +144,9 @@ async def test_purge_deletes_expired_sessions_only(api: AuthApi, db: asyncpg.Con
 async def test_the_background_purge_runs_on_its_own(aiohttp_client, base_env: dict[str, str],
                                                     internal_key: str,
                                                     db: asyncpg.Connection) -> None:
-    from auth_helpers import user_codec
-
     from services.auth.app import create_app
     from services.auth.settings import load_settings
+    from tests.integration.auth.auth_helpers import user_codec
 
     settings = load_settings({**base_env, "Auth__BcryptCost": "10",
                               "Auth__SessionPurgeIntervalSeconds": "1"})

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from auth_helpers import GOOD_PASSWORD, USERNAME, AuthApi, user_codec
 
 from services.auth.app import create_app
 from services.auth.settings import load_settings
+from tests.integration.auth.auth_helpers import GOOD_PASSWORD, USERNAME, AuthApi, user_codec
 
 SETUP_CODE = "pale-orbit-lantern-9f3k2q"
 

@@ -1,5 +1,5 @@
 """Fixtures for the gateway: the real auth app, a test upstream or the real media app, the
-gateway itself, all on loopback, on the session's test database."""
+gateway itself, all on loopback, on the test's own database."""
 
 from __future__ import annotations
 
@@ -10,25 +10,22 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import (
-    Browser,
-    EchoUpstream,
-    empty_auth_schema,
-    gateway_env,
-    server_url,
-    start_gateway,
-)
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.settings import load_settings as load_auth_settings
 from services.media.app import create_app as create_media_app
 from services.media.settings import load_settings as load_media_settings
+from tests.integration.gateway.gateway_helpers import (
+    Browser,
+    EchoUpstream,
+    gateway_env,
+    server_url,
+    start_gateway,
+)
 
 
 @pytest.fixture
-async def auth_server(aiohttp_server: Any, base_env: dict[str, str],
-                      database_url: str) -> TestServer:
-    await empty_auth_schema(database_url)
+async def auth_server(aiohttp_server: Any, base_env: dict[str, str]) -> TestServer:
     env = {**base_env, "Auth__BcryptCost": "10", "Auth__HashQueueSize": "256"}
     return await aiohttp_server(create_auth_app(load_auth_settings(env)))
 

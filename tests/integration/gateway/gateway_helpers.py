@@ -12,7 +12,6 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
@@ -31,25 +30,6 @@ GOOD_PASSWORD = "violet-harbor-tangent-42"
 USERNAME = "Runner"
 BROWSER_UA = "pytest-browser/1.0"
 BOUNDARY = "tempo-test-boundary"
-
-
-async def empty_auth_schema(database_url: str) -> None:
-    from services.auth.app import MIGRATIONS
-    from shared.db import migrate
-
-    connection = await asyncpg.connect(database_url)
-    try:
-        await migrate(connection, "auth", MIGRATIONS)
-        tables = await connection.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'auth'"
-            " AND tablename <> 'schema_migrations'")
-        async with connection.transaction():
-            # Append-only guards are triggers; replica mode is how a superuser resets them.
-            await connection.execute("SET LOCAL session_replication_role = replica")
-            names = ", ".join(f"auth.{row['tablename']}" for row in tables)
-            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
-    finally:
-        await connection.close()
 
 
 def gateway_env(base_env: Mapping[str, str], *, auth_url: str, media_url: str,

@@ -12,10 +12,15 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, gateway_env, server_url, start_gateway
 
 from services.media.app import create_app as create_media_app
 from services.media.settings import load_settings as load_media_settings
+from tests.integration.gateway.gateway_helpers import (
+    Browser,
+    gateway_env,
+    server_url,
+    start_gateway,
+)
 
 
 @pytest.fixture

@@ -13,11 +13,16 @@ from typing import Any
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, EchoUpstream, identity_claims, server_url
 
 from services.gateway.routes import API_ROUTES
 from shared.config import KeySet, Secret
 from shared.tokens import TokenCodec, key_id
+from tests.integration.gateway.gateway_helpers import (
+    Browser,
+    EchoUpstream,
+    identity_claims,
+    server_url,
+)
 from tests.support import AUTH_COOKIE, DEV_AUTH_COOKIE
 
 SAMPLE_ID = "4a0b7c1e-1d2f-4a5b-9c8d-7e6f5a4b3c2d"

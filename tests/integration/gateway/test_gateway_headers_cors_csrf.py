@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, EchoUpstream, server_url
 
 from services.gateway.headers import CONTENT_SECURITY_POLICY
+from tests.integration.gateway.gateway_helpers import Browser, EchoUpstream, server_url
 from tests.support import AUTH_COOKIE, DEV_AUTH_COOKIE
 
 ALLOWED = "https://app.example.org"

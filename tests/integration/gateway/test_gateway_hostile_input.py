@@ -8,12 +8,19 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from gateway_helpers import BOUNDARY, GOOD_PASSWORD, USERNAME, Browser, multipart, png_bytes
 
 from services.gateway.audit import encode_cursor
 from services.media.domain import Cursor
 from services.media.domain import encode_cursor as encode_media_cursor
 from shared.audit import Position, encode_position
+from tests.integration.gateway.gateway_helpers import (
+    BOUNDARY,
+    GOOD_PASSWORD,
+    USERNAME,
+    Browser,
+    multipart,
+    png_bytes,
+)
 
 JSON = {"Content-Type": "application/json"}
 # 30,000 levels in 60 KB: under the gateway's 64 KiB JSON limit, past Python's recursion.

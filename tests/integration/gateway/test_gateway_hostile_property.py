@@ -20,11 +20,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
-from gateway_helpers import BOUNDARY, Browser, png_bytes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.gateway.app import OPENAPI_FILE
+from tests.integration.gateway.gateway_helpers import BOUNDARY, Browser, png_bytes
 
 EXAMPLES_PER_OPERATION = 30
 METHODS = ("get", "post", "put", "patch", "delete")

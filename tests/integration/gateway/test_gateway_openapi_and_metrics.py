@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, server_url
 
 from services.gateway.app import OPENAPI_FILE
 from services.gateway.routes import API_ROUTES, OWN_PATHS
+from tests.integration.gateway.gateway_helpers import Browser, server_url
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 

@@ -11,14 +11,14 @@ import pytest
 import structlog
 import structlog.testing
 import trustme
-from gateway_helpers import ProductionServer
 
 from deploy.stack import free_port
 from services.gateway import headers
 from services.gateway.app import create_app
 from services.gateway.settings import load_settings
 from services.gateway.tls import server_ssl_context
-from tests.raw_http import (
+from tests.integration.gateway.gateway_helpers import ProductionServer
+from tests.support.raw_http import (
     BAD_HEADER_LINES,
     BANNERS,
     SECRET_COOKIE,

@@ -11,7 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from gateway_helpers import (
+
+from services.gateway.app import create_app
+from services.gateway.settings import load_settings
+from tests.integration.gateway.gateway_helpers import (
     Browser,
     EchoUpstream,
     ProductionServer,
@@ -19,9 +22,6 @@ from gateway_helpers import (
     server_url,
     wait_until,
 )
-
-from services.gateway.app import create_app
-from services.gateway.settings import load_settings
 from tests.support import AUTH_COOKIE, internal_headers
 
 MEDIA_LIMIT = 1_000_000

@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 import redis
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, EchoUpstream, server_url, wait_until
 
 from services.gateway import metrics
 from services.gateway.keys import LIMITER
+from tests.integration.gateway.gateway_helpers import Browser, EchoUpstream, server_url, wait_until
 from tests.support import CI
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"

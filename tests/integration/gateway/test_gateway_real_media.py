@@ -12,7 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import (
+
+from services.media.app import create_app as create_media_app
+from services.media.settings import load_settings as load_media_settings
+from tests.integration.gateway.gateway_helpers import (
     BOUNDARY,
     Browser,
     gateway_env,
@@ -21,9 +24,6 @@ from gateway_helpers import (
     server_url,
     start_gateway,
 )
-
-from services.media.app import create_app as create_media_app
-from services.media.settings import load_settings as load_media_settings
 from tests.support import AUTH_COOKIE
 
 FILE_LIMIT = 100_000

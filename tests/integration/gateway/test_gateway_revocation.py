@@ -11,10 +11,10 @@ import asyncpg
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, TcpRelay, server_url, wait_until
 
 from services.gateway.keys import LISTENER, REVOKED
 from shared.config import Secret
+from tests.integration.gateway.gateway_helpers import Browser, TcpRelay, server_url, wait_until
 
 
 def jti_of(token: str) -> str:

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_helpers import GOOD_PASSWORD, USERNAME, empty_auth_schema
 
-from tests.support import ROOT, run
+from tests.integration.gateway.gateway_helpers import GOOD_PASSWORD, USERNAME
+from tests.support import ROOT
 
 MAX_EXAMPLES = int(os.environ.get("GATEWAY_SCHEMATHESIS_EXAMPLES", "15"))
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -56,9 +56,7 @@ def post_json(url: str, body: dict[str, str], origin: str) -> tuple[int, dict[st
 
 
 @pytest.fixture
-def live_stack(base_env: dict[str, str], database_url: str, tmp_path: Path
-               ) -> Iterator[tuple[str, str]]:
-    run(empty_auth_schema(database_url))
+def live_stack(base_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
     ports = {name: free_port() for name in ("auth", "media", "gateway")}
     common = {**base_env, "PATH": os.environ.get("PATH", ""), "Log__Level": "error",
               "Auth__BcryptCost": "10"}

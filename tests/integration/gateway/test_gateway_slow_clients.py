@@ -11,10 +11,10 @@ import os
 from collections.abc import Awaitable, Callable
 
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, EchoUpstream, server_url, wait_until
 
-from tests.slow_clients import Trickle, probe_during, slow_login_head
+from tests.integration.gateway.gateway_helpers import Browser, EchoUpstream, server_url, wait_until
 from tests.support import AUTH_COOKIE
+from tests.support.slow_clients import Trickle, probe_during, slow_login_head
 
 # Short deadlines keep the attack bounded; the auth budget is wide so that the owner's
 # probes measure the pools, not the login rate limit.

@@ -12,12 +12,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
-from gateway_helpers import ProductionServer
 from yarl import URL
 
 from services.gateway.app import create_app
 from services.gateway.settings import load_settings
 from services.gateway.tls import server_ssl_context
+from tests.integration.gateway.gateway_helpers import ProductionServer
 from tests.support import ROOT
 
 

@@ -14,11 +14,16 @@ import aiohttp
 import jwt as pyjwt
 import pytest
 from aiohttp.test_utils import TestServer
-from gateway_helpers import Browser, empty_auth_schema, gateway_env, server_url, start_gateway
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.settings import load_settings as load_auth_settings
 from shared.tokens import key_id
+from tests.integration.gateway.gateway_helpers import (
+    Browser,
+    gateway_env,
+    server_url,
+    start_gateway,
+)
 from tests.support import strong_secret
 
 UNUSED_MEDIA = "http://127.0.0.1:9"
@@ -35,8 +40,7 @@ def key_env(jwt: str, internal: str, *, jwt_previous: str = "",
 
 
 @pytest.fixture
-async def start_auth(aiohttp_server: Any, base_env: dict[str, str], database_url: str):
-    await empty_auth_schema(database_url)
+async def start_auth(aiohttp_server: Any, base_env: dict[str, str]):
 
     async def start(keys: dict[str, str]) -> TestServer:
         env = {**base_env, "Auth__BcryptCost": "10", **keys}

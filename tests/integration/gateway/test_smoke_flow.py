@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway_helpers import Browser
+from tests.integration.gateway.gateway_helpers import Browser
 
 
 async def test_sign_up_and_me_through_gateway(user: Browser) -> None:

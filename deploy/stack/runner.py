@@ -1,109 +1,43 @@
-"""The whole stack on one machine: PostgreSQL, secrets, roles, and the three services.
-
-``python -m deploy.stack`` (what ``make run`` calls) starts an embedded PostgreSQL under
-``./var/pg`` unless ``Database__Url`` is set, generates secrets on first run into
-``./var/secrets``, gives each service its own database role, starts auth, media and
-gateway as separate processes, and stays in the foreground with their logs prefixed by
-name until Ctrl-C or SIGTERM. A service that dies is reported and restarted with backoff.
-
-The same runner is a Python API for tests::
-
-    async with Stack(tmp_path, admin_url=url, env={"Log__Level": "warning"}) as stack:
-        stack.url                      # the gateway's base URL
-        await stack.kill("media")      # SIGKILL; restarted by the supervisor
-        await stack.wait_healthy("media")
-"""
+"""The stack runner: PostgreSQL (given or embedded), secrets, roles, and the three
+services as supervised processes, restarted with backoff when they die."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
-import socket
 import sys
-import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 
 from deploy import roles
 from deploy.generate_secrets import ensure_secrets
-from deploy.rotate import ensure_previous_key_files
-from deploy.rotate import secret_files as secret_files_of
+from deploy.rotation_files import ensure_previous_key_files
+from deploy.rotation_files import secret_files as secret_files_of
+from deploy.stack.base import (
+    DEFAULT_PORTS,
+    FAIL_FAST_AFTER,
+    INITIAL_BACKOFF,
+    MAX_BACKOFF,
+    ROOT,
+    SECRET_SETTINGS,
+    SERVICES,
+    STABLE_AFTER,
+    STOP_GRACE,
+    Service,
+    StackError,
+    database_url_for,
+    die_with_parent,
+)
 from shared.config import DATABASE_PASSWORD, SETUP_CODE
-
-ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("auth", "media", "gateway")
-DEFAULT_PORTS = {"gateway": 8080, "auth": 8081, "media": 8082}
-SECRET_SETTINGS = ("JWT__SecretKey", "Internal__SecretKey", "Database__Password",
-                   "JWT__PreviousSecretKeys", "Internal__PreviousSecretKeys")
-
-INITIAL_BACKOFF = 0.5
-MAX_BACKOFF = 30.0
-# A process that stayed up this long is healthy again: its next crash starts the backoff over.
-STABLE_AFTER = 30.0
-STOP_GRACE = 10.0
-LOG_TAIL = 400
-# A service that keeps dying while we wait for it (a port in use, a database refusing it)
-# is reported at once instead of after the whole timeout.
-FAIL_FAST_AFTER = 3
-
-PR_SET_PDEATHSIG = 1
-
-
-class StackError(Exception):
-    pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # If the runner itself is killed with SIGKILL it cannot stop its children; the kernel can.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def database_url_for(admin_url: str, *, user: str, database: str) -> str:
-    """``admin_url`` pointed at ``database`` as ``user``, without a password."""
-    parts = urlsplit(admin_url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port:
-        host += f":{parts.port}"
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "password"])
-    return urlunsplit((parts.scheme, f"{quote(user, safe='')}@{host}", f"/{database}",
-                       query, ""))
-
-
-@dataclass
-class Service:
-    name: str
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    process: asyncio.subprocess.Process | None = None
-    want_running: bool = False
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    supervisor: asyncio.Task[None] | None = None
-    pump: asyncio.Task[None] | None = None
-    starts: int = 0
-    exits: list[int] = field(default_factory=list)
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
 
 
 class Stack:
@@ -404,7 +338,7 @@ class Stack:
                 sys.executable, "-m", f"services.{service.name}",
                 cwd=ROOT, env=service.env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         except BaseException:
             log_file.close()
@@ -465,155 +399,3 @@ class Stack:
         # Anything the service itself started in its group goes with it.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def _settings_from_environment() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if "__" in key}
-
-
-def setup_code_env(root: Path, *, production: bool, overrides: Mapping[str, str]
-                   ) -> tuple[dict[str, dict[str, str]], Path | None]:
-    """In production mode the first registration needs the setup code, a secret generated
-    with the others (``setup_code``); development mode, and a code given in the shell,
-    leave it alone. Returns auth's extra settings and the file to print the code from."""
-    if not production or {"Auth__SetupCode", "Auth__SetupCode_FILE"} & set(overrides):
-        return {}, None
-    path = (root / "secrets" / "setup_code").resolve()
-    return {"auth": {"Auth__SetupCode_FILE": str(path)}}, path
-
-
-async def _serve(args: argparse.Namespace, root: Path) -> int:
-    overrides = _settings_from_environment()
-    database_url = overrides.pop("Database__Url", None)
-    overrides.setdefault("Log__Level", "info")
-
-    def echo(line: str) -> None:
-        print(line, flush=True)
-
-    service_env, setup_code = setup_code_env(root, production=args.production,
-                                             overrides=overrides)
-    stack = Stack(root, env=overrides, database_url=database_url,
-                  development=not args.production, host=args.host, echo=echo,
-                  service_env=service_env,
-                  ports={"gateway": args.port, "auth": args.port + 1,
-                         "media": args.port + 2})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    starting = asyncio.create_task(stack.start())
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if starting.done() and starting.exception() is None:
-            print(f"\nTempo is running at {stack.url}/  (Ctrl-C stops everything)\n",
-                  flush=True)
-            if setup_code is not None and setup_code.exists():
-                print(f"Setup code for creating the account: {setup_code.read_text().strip()}"
-                      f"\n  (from {setup_code}; it opens nothing once the account exists)\n",
-                      flush=True)
-            await stopped
-        elif starting.done():
-            print(f"stack   | could not start: {starting.exception()}", file=sys.stderr)
-            return 1
-    finally:
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await starting
-        print("stack   | stopping", flush=True)
-        await stack.stop()
-        stopped.cancel()
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.stack",
-                                     description="Run the whole Tempo stack on this machine.")
-    parser.add_argument("--var", default=str(ROOT / "var"),
-                        help="state folder: embedded database, secrets, media, logs")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORTS["gateway"],
-                        help="gateway port; auth and media take the next two")
-    parser.add_argument("--production", action="store_true",
-                        help="production mode (Secure cookies: needs HTTPS in front)")
-    args = parser.parse_args(argv)
-    return asyncio.run(_serve(args, Path(args.var).resolve()))
-
-
-
-class BackgroundStack:
-    """A ``Stack`` run on an event loop of its own in a thread, driven with plain calls.
-
-    For synchronous callers (pytest session fixtures, Playwright's sync API) that must not
-    share their event loop with the stack's supervisors::
-
-        with BackgroundStack(Stack(tmp, admin_url=url)) as stack:
-            stack.url; stack.kill("auth", restart=False); stack.start_service("auth")
-    """
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="stack-loop",
-                                        daemon=True)
-
-    def _call(self, coro, timeout: float | None = None):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    def __enter__(self) -> BackgroundStack:
-        self._thread.start()
-        try:
-            self._call(self.stack.start())
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-        try:
-            self._call(self.stack.stop(), timeout=120)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._loop.close()
-
-    # The same control surface as Stack, synchronously.
-    @property
-    def url(self) -> str:
-        return self.stack.url
-
-    def service_url(self, name: str) -> str:
-        return self.stack.service_url(name)
-
-    def pid(self, name: str) -> int | None:
-        return self.stack.pid(name)
-
-    def logs(self, name: str) -> str:
-        return self.stack.logs(name)
-
-    def env(self, name: str) -> dict[str, str]:
-        return dict(self.stack.services[name].env)
-
-    def kill(self, name: str, *, restart: bool = True) -> None:
-        self._call(self.stack.kill(name, restart=restart))
-
-    def start_service(self, name: str) -> None:
-        self._call(self.stack.start_service(name))
-
-    def stop_service(self, name: str) -> None:
-        self._call(self.stack.stop_service(name))
-
-    def restart(self, name: str) -> None:
-        self._call(self.stack.restart(name))
-
-    def wait_healthy(self, name: str, *, timeout: float = 60.0, path: str = "/health") -> None:
-        self._call(self.stack.wait_healthy(name, timeout=timeout, path=path))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,14 @@
-"""Helpers the tests share: secrets, service environments, database admin."""
+"""Secrets, service environments and URLs the tests build services from."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # The sign-in cookie's name where it is Secure (production, the tests' default) and in
 # plain-HTTP development, by the rule the services use.
 AUTH_COOKIE = "__Host-authToken"
@@ -38,6 +35,13 @@ def with_password(url: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def with_user(url: str, user: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def service_env(database_url: str, *, jwt_key: str, internal_key: str,
                 **extra: str) -> dict[str, str]:
     """A complete production environment for any service, pointed at the test database."""
@@ -52,19 +56,6 @@ def service_env(database_url: str, *, jwt_key: str, internal_key: str,
     return env
 
 
-async def server_answers(url: str) -> bool:
-    try:
-        connection = await asyncpg.connect(url, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return False
-    await connection.close()
-    return True
-
-
-def run(coro):
-    return asyncio.run(coro)
-
-
 def internal_headers(internal_key: str, audience: str, *, user_id: str | None = None,
                      session_id: str | None = None, client_ip: str | None = "127.0.0.1",
                      user_agent: str | None = "pytest") -> dict[str, str]:
@@ -77,58 +68,3 @@ def internal_headers(internal_key: str, audience: str, *, user_id: str | None = 
                                 session_id=session_id, client_ip=client_ip,
                                 user_agent=user_agent)
     return {INTERNAL_TOKEN_HEADER: token}
-
-
-def with_user(url: str, user: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def restore_roles(prefix: str) -> dict[str, str]:
-    from deploy import roles
-
-    return {name: roles.role_name(prefix, name) for name in ("auth", "media", "restore")}
-
-
-async def make_restore_target(admin_url: str, database: str, prefix: str) -> str:
-    """An empty database as ``deploy/postgres/10-roles.sh`` leaves one (schemas owned by the
-    service roles, and the restore role); returns its URL as the restore role."""
-    from deploy import roles
-
-    names = restore_roles(prefix)
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await roles.ensure_database(admin, database)
-    finally:
-        await admin.close()
-    url = with_database(admin_url, database)
-    admin = await asyncpg.connect(url)
-    try:
-        await roles.ensure_roles(admin, database, [
-            roles.Role(service, names[service], strong_secret()) for service in ("auth", "media")])
-        await roles.ensure_restore_role(admin, database, names["restore"], strong_secret(),
-                                        [names["auth"], names["media"]])
-    finally:
-        await admin.close()
-    return with_user(url, names["restore"])
-
-
-async def drop_restore_roles(admin_url: str, prefix: str) -> None:
-    from deploy import roles
-
-    admin = await asyncpg.connect(admin_url)
-    try:
-        names = restore_roles(prefix)
-        await roles.drop_roles(admin, [names["restore"], names["auth"], names["media"]])
-    finally:
-        await admin.close()
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()

@@ -56,12 +56,7 @@ def servers() -> list[str]:
 
 
 def test_nginx_accepts_the_configuration(tmp_path, tls_files):
-    nginx = find_nginx()
-    if nginx is None:
-        message = "nginx is not installed (make system-deps)"
-        if CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    nginx = require_nginx()
     cert, key = tls_files
     NginxProcess(LocalNginx(tmp_path, "127.0.0.1:9", cert, key, 1, 2), nginx=nginx).test()
 

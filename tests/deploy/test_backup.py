@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from deploy import backup
 from tests.support import (
     ROOT,
+    create_database,
+    drop_database,
     drop_restore_roles,
     make_restore_target,
     run,
@@ -30,22 +32,6 @@ from tests.support import (
 MARKER = b"a very recognisable caption 0123456789"
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def create_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture(scope="module")

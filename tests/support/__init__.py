@@ -3,6 +3,7 @@ slow clients (the last two in their own modules, imported by name)."""
 
 from tests.support.database import (
     copy_database,
+    create_database,
     create_template,
     drop_database,
     drop_restore_roles,
@@ -30,6 +31,7 @@ __all__ = [
     "DEV_AUTH_COOKIE",
     "ROOT",
     "copy_database",
+    "create_database",
     "create_template",
     "drop_database",
     "drop_restore_roles",

@@ -23,6 +23,14 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def create_database(admin_url: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
 async def create_template(admin_url: str, name: str) -> None:
     """An empty database with every service's migrations applied, in the order the
     services start; per-test databases are copied from it instead of migrated anew."""
@@ -30,11 +38,7 @@ async def create_template(admin_url: str, name: str) -> None:
     from services.media.app import MIGRATIONS as MEDIA_MIGRATIONS
     from shared.db import migrate
 
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    await create_database(admin_url, name)
     connection = await asyncpg.connect(with_database(admin_url, name))
     try:
         await migrate(connection, "auth", AUTH_MIGRATIONS)

@@ -3,10 +3,11 @@
 A worker in each process claims queued imports from the database (at most one running
 per user, enforced by a unique index so that replicas agree), and runs each as a job:
 open and check the archive, read the entries it needs as streams, and store what they
-hold through the same code paths as uploads. Progress lives in memory and is saved every
-half second together with a heartbeat. A stopping process hands its running imports back
-to the queue; a crashed one stops sending heartbeats and its imports are requeued by
-whoever notices. An import interrupted too often ends ``failed`` with the reason.
+hold through the same code paths as uploads. Progress lives in memory and is saved
+every ``Import__ProgressIntervalSeconds`` together with a heartbeat. A stopping process
+hands its running imports back to the queue; a crashed one stops sending heartbeats and
+its imports are requeued by whoever notices. An import interrupted too often ends
+``failed`` with the reason.
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ from shared.errors import ServiceError
 
 log = structlog.get_logger("media.imports")
 
-PROGRESS_INTERVAL_SECONDS = 0.5
-POLL_INTERVAL_SECONDS = 2.0
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "tempo-export"
 MANIFEST_VERSION = 1
@@ -151,7 +150,7 @@ class ImportWorker:
             # just after the event was set (a job finishing, an import arriving), and the
             # stop that cancelled it would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_INTERVAL_SECONDS):
+                async with asyncio.timeout(self.settings.poll_interval_seconds):
                     await self._wake.wait()
             self._wake.clear()
 
@@ -320,7 +319,7 @@ class ImportJob:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            await asyncio.sleep(self.settings.progress_interval_seconds)
             self._sync_bytes()
             try:
                 running = await self._save()

@@ -9,10 +9,10 @@ import structlog
 from aiohttp import web
 
 from services.media import audit
-from services.media import import_store as db
-from services.media.archive import ArchiveLimits, looks_like_zip, open_archive
 from services.media.domain import detect_type, parse_media_id
-from services.media.imports import IMPORT_WORKER
+from services.media.imports import store as db
+from services.media.imports.archive import ArchiveLimits, looks_like_zip, open_archive
+from services.media.imports.worker import IMPORT_WORKER
 from services.media.keys import MEDIA_SETTINGS
 from services.media.multipart import malformed, open_form, part_chunks, parts
 from services.media.storage import Received

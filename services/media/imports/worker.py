@@ -26,15 +26,13 @@ import structlog
 from aiohttp import web
 
 from services.media import audit
-from services.media import import_store as db
-from services.media.archive import Archive, ArchiveError, Entry, open_archive
-from services.media.commit_batches import ActivityCommits, MediaCommits
-from services.media.import_files import ImportFiles
-from services.media.import_settings import ImportSettings
-from services.media.import_store import Progress
-from services.media.ingest import DuplicateMediaError, MediaIngestor
-from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received, settled
-from services.media.strava import (
+from services.media.imports import store as db
+from services.media.imports.archive import Archive, ArchiveError, Entry, open_archive
+from services.media.imports.commits import ActivityCommits, MediaCommits
+from services.media.imports.files import ImportFiles
+from services.media.imports.settings import ImportSettings
+from services.media.imports.store import Progress
+from services.media.imports.strava import (
     ACTIVITIES_CSV,
     ACTIVITIES_PREFIX,
     INVALID,
@@ -48,6 +46,8 @@ from services.media.strava import (
     parse_activities_csv,
     resolve_reference,
 )
+from services.media.ingest import DuplicateMediaError, MediaIngestor
+from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received, settled
 from shared import parsing
 from shared.errors import ServiceError
 

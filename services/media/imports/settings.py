@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.media.archive import ArchiveLimits
+from services.media.imports.archive import ArchiveLimits
 from shared.config import Env
 
 DEFAULT_MAX_FILE_SIZE_BYTES = 500_000_000

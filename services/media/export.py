@@ -28,7 +28,7 @@ from services.media import audit, store
 from services.media.domain import ALLOWED_TYPES
 from services.media.imports import store as db
 from services.media.imports.files import ImportFiles
-from services.media.imports.worker import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+from services.media.imports.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 from services.media.keys import STORAGE
 from services.media.storage import MediaStorage
 from shared.errors import UnauthorizedError

@@ -26,7 +26,7 @@ from import_support import (
 from services.media.imports import store as db
 from services.media.imports.commits import ActivityCommits
 from services.media.imports.files import ImportFiles
-from services.media.imports.worker import LARGE_ENTRIES_AT_ONCE
+from services.media.imports.job import LARGE_ENTRIES_AT_ONCE
 from services.media.keys import STORAGE
 from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received
 from shared.keys import DB_POOL

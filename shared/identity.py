@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from uuid import UUID
 
 import structlog
 from aiohttp import web
@@ -104,3 +105,11 @@ def require_user(request: web.Request) -> str:
     if user_id is None:
         raise UnauthorizedError()
     return user_id
+
+
+def require_user_id(request: web.Request) -> UUID:
+    """The calling user's id as a UUID; 401 for an anonymous call or an id that is none."""
+    try:
+        return UUID(require_user(request))
+    except ValueError:
+        raise UnauthorizedError() from None

@@ -3,8 +3,6 @@ records the retention purge has removed are deleted."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -15,6 +13,7 @@ from aiohttp import web
 from services.auth import store
 from services.auth.keys import AUTH_SETTINGS
 from shared.keys import DB_POOL
+from shared.periodic import periodic
 
 log = structlog.get_logger("maintenance")
 
@@ -33,17 +32,15 @@ async def purge(pool: asyncpg.Pool, stale_after: timedelta) -> tuple[int, int, i
     return sessions, failures, repeats
 
 
-async def _purge_forever(pool: asyncpg.Pool, interval: float, stale_after: timedelta) -> None:
-    while True:
-        try:
-            sessions, failures, repeats = await purge(pool, stale_after)
-            if sessions or failures or repeats:
-                log.info("purged", sessions=sessions, failure_records=failures,
-                         audit_repeat_counts=repeats)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            # The database may be restarting; the next round tries again.
-            log.warning("purge_failed", exc_info=True)
-        await asyncio.sleep(interval)
+async def _purge_once(pool: asyncpg.Pool, stale_after: timedelta) -> None:
+    try:
+        sessions, failures, repeats = await purge(pool, stale_after)
+        if sessions or failures or repeats:
+            log.info("purged", sessions=sessions, failure_records=failures,
+                     audit_repeat_counts=repeats)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        # The database may be restarting; the next round tries again.
+        log.warning("purge_failed", exc_info=True)
 
 
 async def purge_context(app: web.Application) -> AsyncIterator[None]:
@@ -52,12 +49,7 @@ async def purge_context(app: web.Application) -> AsyncIterator[None]:
     # A failure record matters for at most a window plus the longest lock.
     stale_after = timedelta(seconds=settings.lockout_window_seconds
                             + settings.lockout_max_seconds)
-    task = asyncio.create_task(
-        _purge_forever(app[DB_POOL], settings.purge_interval_seconds, stale_after),
-        name="auth-purge")
-    try:
+    pool = app[DB_POOL]
+    async with periodic("auth-purge", settings.purge_interval_seconds,
+                        lambda: _purge_once(pool, stale_after)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.media.imports import import_worker_context
+from services.media.imports.worker import import_worker_context
 from services.media.ingest import MediaIngestor, UploadLimits
 from services.media.keys import INGESTOR, MEDIA_SETTINGS, STORAGE
 from services.media.routes import setup_routes

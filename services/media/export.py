@@ -25,14 +25,13 @@ import zipstream
 from aiohttp import web
 
 from services.media import audit, store
-from services.media import import_store as db
 from services.media.domain import ALLOWED_TYPES
-from services.media.import_files import ImportFiles
-from services.media.imports import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+from services.media.imports import store as db
+from services.media.imports.files import ImportFiles
+from services.media.imports.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 from services.media.keys import STORAGE
 from services.media.storage import MediaStorage
-from shared.errors import UnauthorizedError
-from shared.identity import require_user
+from shared.identity import require_user_id
 from shared.keys import DB_POOL
 
 log = structlog.get_logger("media.export")
@@ -120,15 +119,8 @@ def _build(storage: MediaStorage, files: ImportFiles, owner_id: UUID,
     return archive
 
 
-def _owner(request: web.Request) -> UUID:
-    try:
-        return UUID(require_user(request))
-    except ValueError:
-        raise UnauthorizedError() from None
-
-
 async def get_export(request: web.Request) -> web.StreamResponse:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     origin = audit.Origin.of(request, owner_id)
     recorded = False
 

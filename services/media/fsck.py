@@ -15,7 +15,7 @@ from typing import TextIO
 
 from services.media import audit, consistency
 from services.media.app import MIGRATIONS
-from services.media.import_files import ImportFiles, check_activities
+from services.media.imports.files import ImportFiles, check_activities
 from services.media.settings import SERVICE, MediaSettings, load_settings
 from services.media.storage import MediaStorage
 from shared.config import SettingsError

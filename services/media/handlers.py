@@ -44,10 +44,9 @@ from shared.errors import (
     NotFoundError,
     PayloadTooLargeError,
     ServiceError,
-    UnauthorizedError,
     ValidationError,
 )
-from shared.identity import require_user
+from shared.identity import require_user_id
 from shared.keys import DB_POOL, REQUEST_ID
 from shared.web import json_response, problem_response, read_json
 
@@ -65,13 +64,6 @@ SERVED_HEADERS = {
     "Cache-Control": "private",
     "Accept-Ranges": "bytes",
 }
-
-
-def _owner(request: web.Request) -> UUID:
-    try:
-        return UUID(require_user(request))
-    except ValueError:
-        raise UnauthorizedError() from None
 
 
 def _media_id(request: web.Request) -> UUID:
@@ -109,7 +101,7 @@ async def create_media(request: web.Request) -> web.Response:
     part: files are stored as they stream past, so a field arriving later could no longer
     apply to them.
     """
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     limits = request.app[MEDIA_SETTINGS].storage
     body_limit = limits.max_files_per_request * limits.max_file_size_bytes + FORM_OVERHEAD_BYTES
     if request.content_length is not None and request.content_length > body_limit:
@@ -178,7 +170,7 @@ async def create_media(request: web.Request) -> web.Response:
 # --- reading -------------------------------------------------------------------------
 
 async def list_media(request: web.Request) -> web.Response:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     query = request.query
     workout_id = validate_workout_id(query.get("workoutId"))
     limit = parse_limit(query.get("limit"))
@@ -195,7 +187,7 @@ async def list_media(request: web.Request) -> web.Response:
 
 
 async def get_media(request: web.Request) -> web.Response:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     item = await _item_or_404(request, owner_id, _media_id(request))
     return json_response(item.to_json())
 
@@ -205,7 +197,7 @@ def _content_unavailable() -> NotFoundError:
 
 
 async def get_media_content(request: web.Request) -> web.StreamResponse:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     media_id = _media_id(request)
     item = await _item_or_404(request, owner_id, media_id)
     if item.broken_at is not None:
@@ -272,7 +264,7 @@ def _open_for_reading(path: Path) -> BinaryIO:
 # --- changing ------------------------------------------------------------------------
 
 async def update_media(request: web.Request) -> web.Response:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     media_id = _media_id(request)
     data = await read_json(request)
     unknown = sorted(set(data) - PATCHABLE_FIELDS)
@@ -299,7 +291,7 @@ async def update_media(request: web.Request) -> web.Response:
 
 
 async def delete_media(request: web.Request) -> web.Response:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     media_id = _media_id(request)
     deleted = await request.app[INGESTOR].delete(owner_id, media_id)
     await audit.record_in_pool(request.app[DB_POOL], audit.Origin.of(request, owner_id),
@@ -312,7 +304,7 @@ async def delete_media(request: web.Request) -> web.Response:
 
 async def get_audit(request: web.Request) -> web.Response:
     """The caller's media audit records, newest first; ``limit`` and ``cursor`` page them."""
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     limit, after = page_query(request)
     async with request.app[DB_POOL].acquire() as connection:
         entries = await audit.select_page(connection, owner_id, limit, after)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.media import handlers
-from services.media.import_handlers import setup_import_routes
+from services.media.imports.handlers import setup_import_routes
 from shared.web import health, ready
 
 

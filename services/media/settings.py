@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.media.import_settings import ImportSettings, load_import_settings
+from services.media.imports.settings import ImportSettings, load_import_settings
 from shared.audit import DEFAULT_RETENTION_DAYS, retention_days
 from shared.config import CommonSettings, Env, SettingsError, load_common
 

@@ -4,7 +4,6 @@ and report (never delete) files without rows and rows without files."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ from prometheus_client import Gauge
 from services.media import consistency
 from services.media.keys import MEDIA_SETTINGS, STORAGE
 from shared.keys import DB_POOL
+from shared.periodic import periodic
 
 log = structlog.get_logger("media.sweeper")
 
@@ -65,28 +65,21 @@ async def sweep(app: web.Application) -> consistency.Report:
     return report
 
 
-async def _run_forever(app: web.Application) -> None:
-    interval = app[MEDIA_SETTINGS].storage.sweep_interval_seconds
+async def _sweep_once(app: web.Application) -> None:
     state = app[SWEEP_STATE]
-    while True:
-        try:
-            state.last = await sweep(app)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a failed sweep must not end the schedule
-            log.exception("sweep_failed")
-        state.runs += 1
-        state.finished.set()
-        await asyncio.sleep(interval)
+    try:
+        state.last = await sweep(app)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a failed sweep must not end the schedule
+        log.exception("sweep_failed")
+    state.runs += 1
+    state.finished.set()
 
 
 async def sweeper_context(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context: sweep once at start (in the background), then every interval."""
     app[SWEEP_STATE] = SweepState()
-    task = asyncio.create_task(_run_forever(app), name="media-sweeper")
-    try:
+    async with periodic("media-sweeper", app[MEDIA_SETTINGS].storage.sweep_interval_seconds,
+                        lambda: _sweep_once(app)):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -26,7 +26,10 @@ def storage_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def media_env(base_env: dict[str, str], storage_root: Path) -> dict[str, str]:
-    return {**base_env, "MediaStorage__RootPath": str(storage_root)}
+    # Short worker intervals: a job is claimed and its progress saved within a tick of the
+    # test's request instead of after the production poll.
+    return {**base_env, "MediaStorage__RootPath": str(storage_root),
+            "Import__PollIntervalSeconds": "0.05", "Import__ProgressIntervalSeconds": "0.05"}
 
 
 class MediaApi:

@@ -15,7 +15,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from services.media.import_files import ImportFiles
+from services.media.imports.files import ImportFiles
 from services.media.storage import MediaStorage
 from shared.keys import DB_POOL
 from tests.media_archives import (

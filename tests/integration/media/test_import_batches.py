@@ -23,10 +23,10 @@ from import_support import (
     wait_for,
 )
 
-from services.media import import_store as db
-from services.media.commit_batches import ActivityCommits
-from services.media.import_files import ImportFiles
-from services.media.imports import LARGE_ENTRIES_AT_ONCE
+from services.media.imports import store as db
+from services.media.imports.commits import ActivityCommits
+from services.media.imports.files import ImportFiles
+from services.media.imports.job import LARGE_ENTRIES_AT_ONCE
 from services.media.keys import STORAGE
 from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received
 from shared.keys import DB_POOL

@@ -22,8 +22,8 @@ from import_support import (
 )
 
 from services.media import ingest, store
-from services.media.commit_batches import MediaCommits
-from services.media.import_files import ImportFiles
+from services.media.imports.commits import MediaCommits
+from services.media.imports.files import ImportFiles
 from services.media.ingest import DuplicateMediaError, QuotaExceededError
 from services.media.keys import STORAGE
 from services.media.storage import MediaStorage

@@ -21,7 +21,7 @@ from import_support import (
     wait_for,
 )
 
-from services.media.imports import IMPORT_WORKER
+from services.media.imports.worker import IMPORT_WORKER
 
 pytestmark = pytest.mark.usefixtures("clean_import_tables")
 

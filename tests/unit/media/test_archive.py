@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.media.archive import (
+from services.media.imports.archive import (
     ArchiveError,
     ArchiveLimits,
     looks_like_zip,

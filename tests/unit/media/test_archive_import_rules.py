@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.media.import_settings import ImportSettings, load_import_settings
-from services.media.import_store import MAX_ERRORS, Progress
+from services.media.imports.settings import ImportSettings, load_import_settings
+from services.media.imports.store import MAX_ERRORS, Progress
 from services.media.settings import load_settings
 from shared.config import Env, SettingsError
 from tests.support import service_env, strong_secret

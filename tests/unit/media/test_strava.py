@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.media.archive import ArchiveError, ArchiveLimits
-from services.media.strava import (
+from services.media.imports.archive import ArchiveError, ArchiveLimits
+from services.media.imports.strava import (
     INVALID,
     MISSING_FILE,
     ActivityFileError,

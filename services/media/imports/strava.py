@@ -26,7 +26,12 @@ from typing import IO
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 
-from services.media.archive import CHUNK_SIZE, ArchiveError, ArchiveLimits, unsafe_name_reason
+from services.media.imports.archive import (
+    CHUNK_SIZE,
+    ArchiveError,
+    ArchiveLimits,
+    unsafe_name_reason,
+)
 from shared import parsing
 
 ACTIVITIES_CSV = "activities.csv"

@@ -1,13 +1,5 @@
-"""The background import of a whole archive: a Strava export or this service's own export.
+"""One attempt at processing one import: its sources, entries and progress."""
 
-A worker in each process claims queued imports from the database (at most one running
-per user, enforced by a unique index so that replicas agree), and runs each as a job:
-open and check the archive, read the entries it needs as streams, and store what they
-hold through the same code paths as uploads. Progress lives in memory and is saved every
-half second together with a heartbeat. A stopping process hands its running imports back
-to the queue; a crashed one stops sending heartbeats and its imports are requeued by
-whoever notices. An import interrupted too often ends ``failed`` with the reason.
-"""
 
 from __future__ import annotations
 
@@ -15,25 +7,20 @@ import asyncio
 import contextlib
 import io
 import posixpath
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from services.media import audit
-from services.media import import_store as db
-from services.media.archive import Archive, ArchiveError, Entry, open_archive
-from services.media.commit_batches import ActivityCommits, MediaCommits
-from services.media.import_files import ImportFiles
-from services.media.import_settings import ImportSettings
-from services.media.import_store import Progress
-from services.media.ingest import DuplicateMediaError, MediaIngestor
-from services.media.storage import WRITE_BATCH_BYTES, MediaStorage, Received, settled
-from services.media.strava import (
+from services.media.imports import manifest, scheduler
+from services.media.imports import store as db
+from services.media.imports.archive import Archive, ArchiveError, Entry, open_archive
+from services.media.imports.commits import ActivityCommits, MediaCommits
+from services.media.imports.store import Progress
+from services.media.imports.strava import (
     ACTIVITIES_CSV,
     ACTIVITIES_PREFIX,
     INVALID,
@@ -47,155 +34,25 @@ from services.media.strava import (
     parse_activities_csv,
     resolve_reference,
 )
-from shared import parsing
+from services.media.ingest import DuplicateMediaError
+from services.media.storage import WRITE_BATCH_BYTES, Received, settled
 from shared.errors import ServiceError
 
 log = structlog.get_logger("media.imports")
 
-PROGRESS_INTERVAL_SECONDS = 0.5
-POLL_INTERVAL_SECONDS = 2.0
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "tempo-export"
-MANIFEST_VERSION = 1
-MAX_MANIFEST_BYTES = 64 * 1024 * 1024
-ITEM_CONCURRENCY = 8
+if TYPE_CHECKING:
+    from services.media.imports.worker import ImportWorker
+
+log = structlog.get_logger("media.imports")
+
 # Of those, entries larger than one write batch streaming at once: each holds up to two
 # batches in memory, a smaller entry only its own size, so an archive of large photos
 # costs about what one of small files does.
 LARGE_ENTRIES_AT_ONCE = 2
-# How long a stopping or cancelled job may take to finish the items it has begun.
-DRAIN_SECONDS = 15.0
 
 
 class ImportInterruptedError(Exception):
     """The job stopped between items: the service is stopping or the import was cancelled."""
-
-
-class ImportWorker:
-    """Claims queued imports and runs them; one per app, started by a cleanup context."""
-
-    def __init__(self, *, pool: asyncpg.Pool, storage: MediaStorage, ingestor: MediaIngestor,
-                 settings: ImportSettings, max_file_size_bytes: int) -> None:
-        self.pool = pool
-        self.files = ImportFiles(storage)
-        self.storage = storage
-        self.ingestor = ingestor
-        self.settings = settings
-        self.max_file_size_bytes = max_file_size_bytes
-        self._running: dict[UUID, asyncio.Task[None]] = {}
-        self._jobs: dict[UUID, ImportJob] = {}
-        self._wake = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
-        self.stopping = False
-
-    # Life cycle ------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._loop(), name="import-worker")
-
-    async def stop(self) -> None:
-        """Stop claiming, let running jobs finish their current items, hand them back to
-        the queue."""
-        self.stopping = True
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.wait([self._loop_task])
-        await self._halt(list(self._running))
-
-    async def _halt(self, import_ids: list[UUID]) -> None:
-        """Ask jobs to stop between items; cancel those that do not within the grace."""
-        tasks = []
-        for import_id in import_ids:
-            job = self._jobs.get(import_id)
-            if job is not None:
-                job.draining = True
-            task = self._running.get(import_id)
-            if task is not None:
-                tasks.append(task)
-        if not tasks:
-            return
-        _, late = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
-        for task in late:
-            task.cancel()
-        if late:
-            await asyncio.wait(late)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def is_running(self, import_id: UUID) -> bool:
-        return import_id in self._running
-
-    async def interrupt(self, import_id: UUID) -> bool:
-        """Stop a job running in this process (already cancelled in the database)."""
-        if import_id not in self._running:
-            return False
-        await self._halt([import_id])
-        return True
-
-    async def _loop(self) -> None:
-        while not self.stopping:
-            try:
-                async with self.pool.acquire() as connection:
-                    requeued = await db.requeue_stale_imports(
-                        connection, self.settings.stale_after_seconds)
-                if requeued:
-                    log.warning("imports_requeued_after_crash",
-                                imports=[str(i) for i in requeued])
-                await self._claim()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("import_worker_error")
-            # Not wait_for: on Python 3.11 it returns normally when the task is cancelled
-            # just after the event was set (a job finishing, an import arriving), and the
-            # stop that cancelled it would then wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(POLL_INTERVAL_SECONDS):
-                    await self._wake.wait()
-            self._wake.clear()
-
-    async def _claim(self) -> None:
-        while len(self._running) < self.settings.workers and not self.stopping:
-            async with self.pool.acquire() as connection:
-                record = await db.claim_next_import(connection)
-            if record is None:
-                return
-            task = asyncio.create_task(self._process(record), name=f"import-{record.id}")
-            self._running[record.id] = task
-            task.add_done_callback(lambda _t, key=record.id: self._finished(key))
-
-    def _finished(self, import_id: UUID) -> None:
-        self._running.pop(import_id, None)
-        self._wake.set()
-
-    async def _process(self, record: db.ImportRecord) -> None:
-        job = ImportJob(self, record)
-        self._jobs[record.id] = job
-        log.info("import_started", import_id=str(record.id), owner_id=str(record.owner_id),
-                 attempt=record.attempts)
-        try:
-            await job.run()
-        except (asyncio.CancelledError, ImportInterruptedError):
-            with contextlib.suppress(Exception):
-                await settled(job.link_media())
-            if self.stopping and not job.cancelled_elsewhere:
-                await settled(self._requeue(record.id))
-                log.info("import_interrupted", import_id=str(record.id))
-            else:
-                await settled(job.discard_archive())
-                log.info("import_cancelled", import_id=str(record.id))
-        except Exception:
-            log.exception("import_crashed", import_id=str(record.id))
-            job.progress.error(None, "internal_error",
-                               "The import stopped on an unexpected error.")
-            await settled(job.end(db.FAILED))
-        finally:
-            self._jobs.pop(record.id, None)
-
-    async def _requeue(self, import_id: UUID) -> None:
-        async with self.pool.acquire() as connection:
-            await db.requeue_imports(connection, [import_id])
 
 
 class ImportJob:
@@ -320,7 +177,7 @@ class ImportJob:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+            await asyncio.sleep(self.settings.progress_interval_seconds)
             self._sync_bytes()
             try:
                 running = await self._save()
@@ -336,9 +193,9 @@ class ImportJob:
     async def _import(self) -> None:
         archive = self.archive
         assert archive is not None
-        manifest = archive.get(MANIFEST_NAME)
-        if manifest is not None and not manifest.is_dir:
-            document = await self._read_manifest(manifest)
+        found = archive.get(manifest.MANIFEST_NAME)
+        if found is not None and not found.is_dir:
+            document = await self._read_manifest(found)
             if document is not None:
                 await self._set_kind("tempo")
                 await self._import_export(document)
@@ -406,49 +263,9 @@ class ImportJob:
             found += [self._content_key(media, MEDIA_PREFIX, names) for media in activity.media]
             return [key for key in found if key is not None]
 
-        await self._each(runs, import_row, row_keys)
+        await scheduler.each(runs, import_row, row_keys,
+                             stopping=lambda: self.draining)
 
-    async def _each(self, items: list[Any], handle: Any,
-                    keys: Any = lambda _item: ()) -> None:
-        """``handle`` every item, a few at once: each item waits mostly on fsync and the
-        database, so overlapping them is what makes an import keep up with the disk.
-
-        Items sharing a key (the same activity id, the same bytes) are still handled in
-        list order, so that which copy is stored and which is a duplicate is exactly what
-        handling them one by one would give.
-        """
-        loop = asyncio.get_running_loop()
-        pending = iter(items)
-        last: dict[Any, asyncio.Future[None]] = {}
-
-        async def work() -> None:
-            for item in pending:
-                if self.draining:
-                    return
-                earlier = []
-                mine = []
-                for key in set(keys(item)):
-                    previous = last.get(key)
-                    if previous is not None and not previous.done():
-                        earlier.append(previous)
-                    last[key] = loop.create_future()
-                    mine.append(last[key])
-                try:
-                    for future in earlier:
-                        await asyncio.shield(future)
-                    await handle(item)
-                finally:
-                    for future in mine:
-                        if not future.done():
-                            future.set_result(None)
-
-        tasks = [asyncio.create_task(work()) for _ in range(ITEM_CONCURRENCY)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _content_key(self, value: str | None, prefix: str,
                      names: set[str]) -> tuple[int, int] | None:
@@ -682,17 +499,8 @@ class ImportJob:
         assert self.archive is not None
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(None, self.archive.read_bytes, entry,
-                                          MAX_MANIFEST_BYTES)
-        try:
-            document = parsing.loads(data)
-        except ValueError:
-            return None
-        if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
-            return None
-        if document.get("version") != MANIFEST_VERSION:
-            raise ArchiveError("The export was made by an incompatible version.",
-                               code="unsupported_export_version", entry=MANIFEST_NAME)
-        return document
+                                          manifest.MAX_MANIFEST_BYTES)
+        return manifest.parse(data)
 
     async def _import_export(self, document: dict[str, Any]) -> None:
         assert self.archive is not None
@@ -713,10 +521,11 @@ class ImportJob:
 
         async def import_activity(numbered: tuple[int, Any]) -> None:
             index, item = numbered
-            parsed = _manifest_activity(index, item)
+            parsed = manifest.activity_item(index, item)
             if parsed is None:
                 progress.skipped_invalid += 1
-                progress.error(f"{MANIFEST_NAME}:activities[{index}]", "invalid_manifest_item",
+                progress.error(f"{manifest.MANIFEST_NAME}:activities[{index}]",
+                               "invalid_manifest_item",
                                "The activity in the manifest is malformed.")
                 return
             activity, display_name = parsed
@@ -724,10 +533,10 @@ class ImportJob:
 
         async def import_media(numbered: tuple[int, Any]) -> None:
             index, item = numbered
-            parsed_media = _manifest_media(item)
+            parsed_media = manifest.media_item(item)
             if parsed_media is None:
                 progress.skipped_invalid += 1
-                progress.error(f"{MANIFEST_NAME}:media[{index}]", "invalid_manifest_item",
+                progress.error(f"{manifest.MANIFEST_NAME}:media[{index}]", "invalid_manifest_item",
                                "The media item in the manifest is malformed.")
                 return
             await self._import_media(parsed_media["path"], names, **{
@@ -749,8 +558,10 @@ class ImportJob:
                 else None
             return [key] if key else []
 
-        await self._each(list(enumerate(activities)), import_activity, activity_keys)
-        await self._each(list(enumerate(media)), import_media, media_keys)
+        await scheduler.each(list(enumerate(activities)), import_activity, activity_keys,
+                             stopping=lambda: self.draining)
+        await scheduler.each(list(enumerate(media)), import_media, media_keys,
+                             stopping=lambda: self.draining)
 
     # Undoing a refused archive ---------------------------------------------------------
 
@@ -780,101 +591,3 @@ def _display_name(name: str) -> str:
 def _printable(value: str) -> str:
     return "".join(char if char.isprintable() else f"\\x{ord(char):02x}"
                    for char in value)[:300]
-
-
-def _optional(item: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    value = item.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(key)
-    return value
-
-
-def _timestamp(item: dict[str, Any], key: str) -> datetime | None:
-    value = _optional(item, key, str)
-    if value is None:
-        return None
-    try:
-        return parsing.in_utc(datetime.fromisoformat(value))
-    except ValueError:
-        raise ValueError(key) from None
-
-
-def _manifest_activity(index: int, item: Any) -> tuple[StravaActivity, str | None] | None:
-    if not isinstance(item, dict):
-        return None
-    try:
-        strava_id = _optional(item, "stravaId", str)
-        activity_type = _optional(item, "type", str)
-        if not strava_id or not strava_id.isascii() or not strava_id.isdigit() \
-                or len(strava_id) > 20 or not activity_type or len(activity_type) > 64:
-            return None
-        distance = _optional(item, "distanceMeters", (int, float))
-        elapsed = _optional(item, "elapsedSeconds", int)
-        activity = StravaActivity(
-            row=index, strava_id=strava_id, started_at=_timestamp(item, "startedAt"),
-            name=(_optional(item, "name", str) or "")[:500], activity_type=activity_type,
-            elapsed_seconds=elapsed,
-            distance_meters=float(distance) if distance is not None else None,
-            filename=_optional(item, "path", str), media=())
-        return activity, _optional(item, "filename", str)
-    except ValueError:
-        return None
-
-
-def _manifest_media(item: Any) -> dict[str, Any] | None:
-    if not isinstance(item, dict):
-        return None
-    try:
-        path = _optional(item, "path", str)
-        if not path:
-            return None
-        return {
-            "path": path,
-            "filename": _optional(item, "filename", str),
-            "workout_id": _optional(item, "workoutId", str),
-            "caption": _optional(item, "caption", str),
-            "created_at": _timestamp(item, "createdAt"),
-            "sha256": _optional(item, "sha256", str),
-        }
-    except ValueError:
-        return None
-
-
-# Wiring ----------------------------------------------------------------------------------
-
-IMPORT_WORKER = web.AppKey("import_worker", ImportWorker)
-
-
-async def remove_leftover_archives(worker: ImportWorker) -> None:
-    """Archives of imports that ended while their removal failed."""
-    if worker.settings.keep_archive:
-        return
-    async with worker.pool.acquire() as connection:
-        leftovers = await db.select_finished_with_archive(connection)
-    for owner_id, import_id in leftovers:
-        await worker.files.remove(worker.files.archive_path(owner_id, import_id))
-        async with worker.pool.acquire() as connection:
-            await db.set_archive_absent(connection, import_id)
-
-
-def import_worker_context(settings: ImportSettings, max_file_size_bytes: int):
-    """A cleanup context: start the worker once the pool, storage and ingestor exist."""
-    from services.media.keys import INGESTOR, STORAGE
-    from shared.keys import DB_POOL
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        worker = ImportWorker(pool=app[DB_POOL], storage=app[STORAGE],
-                              ingestor=app[INGESTOR], settings=settings,
-                              max_file_size_bytes=max_file_size_bytes)
-        await remove_leftover_archives(worker)
-        app[IMPORT_WORKER] = worker
-        worker.start()
-        try:
-            yield
-        finally:
-            await worker.stop()
-
-    return context
-

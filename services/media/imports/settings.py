@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.media.archive import ArchiveLimits
+from services.media.imports.archive import ArchiveLimits
 from shared.config import Env
 
 DEFAULT_MAX_FILE_SIZE_BYTES = 500_000_000
@@ -30,6 +30,11 @@ class ImportSettings:
     stale_after_seconds: float = 30.0
     # Processing attempts before an import that keeps being interrupted is failed.
     max_attempts: int = 3
+    # How often an idle worker looks for queued imports and crashed ones to resume (it is
+    # also woken at once by an import queued in this process).
+    poll_interval_seconds: float = 2.0
+    # How often a running job saves its progress and heartbeat.
+    progress_interval_seconds: float = 0.5
 
     @property
     def limits(self) -> ArchiveLimits:
@@ -62,4 +67,7 @@ def load_import_settings(env: Env) -> ImportSettings:
         max_active_per_user=env.int("Import__MaxActivePerUser", 3, minimum=1, maximum=100),
         stale_after_seconds=env.float("Import__StaleAfterSeconds", 30.0, minimum=1.0),
         max_attempts=env.int("Import__MaxAttempts", 3, minimum=1, maximum=100),
+        poll_interval_seconds=env.float("Import__PollIntervalSeconds", 2.0, minimum=0.01),
+        progress_interval_seconds=env.float("Import__ProgressIntervalSeconds", 0.5,
+                                            minimum=0.01),
     )

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-from services.media import import_store as db
+from services.media.imports import store as db
 from services.media.storage import MediaStorage, Received, StoragePathError, file_sha256, settled
 
 IMPORTS_DIR = ".imports"

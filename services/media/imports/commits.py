@@ -19,9 +19,9 @@ from uuid import UUID
 
 import asyncpg
 
-from services.media import import_store as db
 from services.media import store
-from services.media.import_files import ImportFiles
+from services.media.imports import store as db
+from services.media.imports.files import ImportFiles
 from services.media.ingest import commit_media_rows, delete_media
 from services.media.storage import MediaStorage, Received, settled
 from shared.errors import ServiceError

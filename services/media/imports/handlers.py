@@ -9,10 +9,10 @@ import structlog
 from aiohttp import web
 
 from services.media import audit
-from services.media import import_store as db
-from services.media.archive import ArchiveLimits, looks_like_zip, open_archive
 from services.media.domain import detect_type, parse_media_id
-from services.media.imports import IMPORT_WORKER
+from services.media.imports import store as db
+from services.media.imports.archive import ArchiveLimits, looks_like_zip, open_archive
+from services.media.imports.worker import IMPORT_WORKER
 from services.media.keys import MEDIA_SETTINGS
 from services.media.multipart import malformed, open_form, part_chunks, parts
 from services.media.storage import Received
@@ -21,10 +21,9 @@ from shared.errors import (
     ConflictError,
     NotFoundError,
     PayloadTooLargeError,
-    UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from shared.identity import require_user
+from shared.identity import require_user_id
 from shared.keys import DB_POOL
 from shared.web import json_response, page_limit
 
@@ -38,13 +37,6 @@ MAX_LIST_LIMIT = 100
 
 class TooManyImportsError(ConflictError):
     code = "too_many_imports"
-
-
-def _owner(request: web.Request) -> UUID:
-    try:
-        return UUID(require_user(request))
-    except ValueError:
-        raise UnauthorizedError() from None
 
 
 def _import_id(request: web.Request) -> UUID:
@@ -77,7 +69,7 @@ def _too_many(limit: int) -> TooManyImportsError:
 
 async def create_import(request: web.Request) -> web.Response:
     """Stream the archive to disk, check its structure, queue it: 202, processing later."""
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     settings = request.app[MEDIA_SETTINGS].imports
     body_limit = settings.max_file_size_bytes + FORM_OVERHEAD_BYTES
     if request.content_length is not None and request.content_length > body_limit:
@@ -145,7 +137,7 @@ async def _queue(request: web.Request, owner_id: UUID, received: Received) -> db
 
 
 async def get_import(request: web.Request) -> web.Response:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     async with request.app[DB_POOL].acquire() as connection:
         record = await db.select_import(connection, owner_id, _import_id(request))
     if record is None:
@@ -154,7 +146,7 @@ async def get_import(request: web.Request) -> web.Response:
 
 
 async def list_imports(request: web.Request) -> web.Response:
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     limit = page_limit(request.query.get("limit"), default=DEFAULT_LIST_LIMIT,
                        maximum=MAX_LIST_LIMIT)
     async with request.app[DB_POOL].acquire() as connection:
@@ -165,7 +157,7 @@ async def list_imports(request: web.Request) -> web.Response:
 async def delete_import(request: web.Request) -> web.Response:
     """Cancel a queued or running import and remove its archive; what it already stored
     stays (a later import of the same archive completes it without duplicates)."""
-    owner_id = _owner(request)
+    owner_id = require_user_id(request)
     import_id = _import_id(request)
     pool = request.app[DB_POOL]
     worker = request.app[IMPORT_WORKER]

@@ -1,0 +1,1 @@
+"""Bulk import of a Strava export or of this service's own export."""

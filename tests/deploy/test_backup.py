@@ -16,7 +16,6 @@ from pathlib import Path
 import asyncpg
 import pyrage
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deploy import backup
 from tests.support import (
@@ -90,16 +89,6 @@ def media_root(tmp_path_factory) -> Path:
     (root / "owner-a" / "note").write_bytes(MARKER * 100)
     (root / "owner-b" / "nested" / "video").write_bytes(os.urandom(9_000_000))
     return root
-
-
-@pytest.fixture(scope="module")
-def identity():
-    return pyrage.x25519.Identity.generate()
-
-
-@pytest.fixture(scope="module")
-def signer() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
 
 
 @pytest.fixture(scope="module")

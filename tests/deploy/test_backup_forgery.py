@@ -44,16 +44,6 @@ BACKDOOR = """
 
 
 @pytest.fixture(scope="module")
-def identity():
-    return pyrage.x25519.Identity.generate()
-
-
-@pytest.fixture(scope="module")
-def signer() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@pytest.fixture(scope="module")
 def opening(identity, signer) -> backup.Keys:
     return backup.Keys(identities=(identity,), verify_key=signer.public_key())
 
